@@ -64,5 +64,6 @@ d = { 'settings': { 'branch': 'main',
                                   'fast_cam.methods.CAMMethod.weights': ('methods.html#cammethod.weights', 'fast_cam/methods.py'),
                                   'fast_cam.methods.GradCAM': ('methods.html#gradcam', 'fast_cam/methods.py'),
                                   'fast_cam.methods.GradCAM.weights': ('methods.html#gradcam.weights', 'fast_cam/methods.py'),
+                                  'fast_cam.methods.check_spatial': ('methods.html#check_spatial', 'fast_cam/methods.py'),
                                   'fast_cam.methods.get_method': ('methods.html#get_method', 'fast_cam/methods.py'),
                                   'fast_cam.methods.head_weights': ('methods.html#head_weights', 'fast_cam/methods.py')}}}

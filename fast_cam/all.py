@@ -8,8 +8,11 @@ Docs: https://fast-cam.github.io/fast_cam/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #078a926b
+import fast_cam.core as _core, fast_cam.capture as _capture, fast_cam.methods as _methods, fast_cam.guided as _guided, fast_cam.learner as _learner
 from .core import *
 from .capture import *
 from .methods import *
 from .guided import *
 from .learner import *
+
+__all__ = [n for mod in (_core,_capture,_methods,_guided,_learner) for n in mod.__all__]

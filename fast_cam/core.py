@@ -126,7 +126,7 @@ def _load(o, cls):
             if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all(): raise InputError("A numpy image must hold finite numbers.")
             a = (a*255 if a.max()<=1 else a).clip(0,255).astype(np.uint8)
         img = Image.fromarray(a)
-    elif isinstance(o, Image.Image): img = o
+    elif isinstance(o, Image.Image): img = o if o.mode!=cls._open_args.get('mode','RGB') else o.copy()  # fastai's `cls(img)` recasts its argument: never the user's
     else: raise TypeError(f"Cannot use a {type(o).__name__} as an image: pass a path, a PIL image, a numpy HWC array, a tensor batch or an (xb, yb) tuple.")
     mode = cls._open_args.get('mode', 'RGB')
     return cls(img if img.mode==mode else img.convert(mode))

@@ -37,7 +37,7 @@ class GuidedGradCAM(CAMMethod):
         if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
         l = resolve_layer(m, layer, xb)
         c = capture(m, xb, [l], target, vocab, grad=True, guided=True)
-        if c.acts[0].ndim!=4: raise LayerError(f"Guided Grad-CAM needs a layer with a 4-D output; layer {module_name(m,l)!r} gives shape {tuple(c.acts[0].shape)}.")
+        check_spatial(m, l, c.acts[0], self.name)
         _warn_no_relu(c)
         gc = GradCAM().combine(c.acts[0], c.grads[0])
         return c.xgrad * upsample(gc, xb.shape[-2:])[:,None], c.out

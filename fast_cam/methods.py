@@ -12,9 +12,17 @@ from .core import *
 from .capture import *
 
 # %% auto #0
-__all__ = ['methods', 'CAMMethod', 'GradCAM', 'head_weights', 'CAM', 'get_method']
+__all__ = ['methods', 'check_spatial', 'CAMMethod', 'GradCAM', 'head_weights', 'CAM', 'get_method']
 
 # %% ../nbs/02_methods.ipynb #1ad3d1c2
+def check_spatial(m, l, a, name):
+    "Raise a `LayerError` unless the activation `a` of layer `l` is a spatial map `[n,c,h,w]` with `h*w > 1`"
+    if a.ndim!=4 or a.shape[2]*a.shape[3]<2:
+        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); layer {module_name(m,l)!r} gives shape {tuple(a.shape)}. "
+                         "Pick a convolutional layer before the pooling (see `arch_summary`), or leave `layer=None` for the automatic one.")
+    return a
+
+# %% ../nbs/02_methods.ipynb #baa3d2b1
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
     name,needs_grad,relu = None,True,True
@@ -28,18 +36,17 @@ class CAMMethod:
         if isinstance(target, str) and target=='all': raise TargetError(f"target='all' is only for CAM (method='cam'); {self.name} needs one target per item.")
         l = resolve_layer(m, layer, xb)
         c = capture(m, xb, [l], target, vocab, grad=self.needs_grad)
-        a = c.acts[0]
-        if a.ndim!=4: raise LayerError(f"{self.name} needs a layer with a 4-D output [n,c,h,w]; layer {module_name(m,l)!r} gives shape {tuple(a.shape)}. Pick a convolutional layer (see `arch_summary`).")
+        a = check_spatial(m, l, c.acts[0], self.name)
         return self.combine(a, None if c.grads is None else c.grads[0]), c.out
     def __repr__(self): return f"{type(self).__name__}()"
 
-# %% ../nbs/02_methods.ipynb #a06070d9
+# %% ../nbs/02_methods.ipynb #a415b199
 class GradCAM(CAMMethod):
     "Grad-CAM, Selvaraju et al. 2017 (arXiv:1610.02391)"
     name = 'gradcam'
     def weights(self, acts, grads): return grads.mean((2,3))  # eq. 1
 
-# %% ../nbs/02_methods.ipynb #9ee3cc1f
+# %% ../nbs/02_methods.ipynb #a7f9a000
 _head_ok = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Flatten, Flatten, nn.Dropout, nn.Identity, nn.BatchNorm1d, nn.Linear)
 _cam_hint = ("Use Grad-CAM instead (`learn.gradcam(x)`, it works with any head), or build a CAM-compatible Learner: "
              "`vision_learner(dls, arch, concat_pool=False, lin_ftrs=[])`.")
@@ -64,7 +71,7 @@ def head_weights(head):
         W,b = W*s, b + W@t
     return W,b
 
-# %% ../nbs/02_methods.ipynb #a7f9a000
+# %% ../nbs/02_methods.ipynb #6757249a
 class CAM(CAMMethod):
     "CAM, Zhou et al. 2016 (arXiv:1512.04150): M_c = Σ_k w_ck·A_k from the head's (BN-folded) linear weights, exact"
     name,needs_grad,relu = 'cam',False,False
@@ -72,8 +79,7 @@ class CAM(CAMMethod):
         if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("CAM needs class indices or labels as `target`, not a callable: use Grad-CAM for custom scores.")
         l = resolve_layer(m, layer, xb)
         c = capture(m, xb, [l], target, vocab, grad=False, trace=True)
-        a,out = c.acts[0],c.out
-        if a.ndim!=4: raise LayerError(f"CAM needs a layer with a 4-D output; layer {module_name(m,l)!r} gives shape {tuple(a.shape)}.")
+        a,out = check_spatial(m, l, c.acts[0], self.name),c.out
         i = max(j for j,o in enumerate(c.order) if o is l)
         W,b = head_weights(c.order[i+1:])
         if not isinstance(out, Tensor) or out.ndim!=2 or out.shape[1]!=W.shape[0]:
@@ -87,7 +93,7 @@ class CAM(CAMMethod):
         if isinstance(target, str) and target=='all': return torch.einsum('ck,nkhw->nchw', W, a), out
         return torch.einsum('nk,nkhw->nhw', W[c.idx], a), out
 
-# %% ../nbs/02_methods.ipynb #a77a5d15
+# %% ../nbs/02_methods.ipynb #738cbe14
 methods = {'cam': CAM(), 'gradcam': GradCAM()}
 
 def get_method(method):

@@ -1,0 +1,79 @@
+"Small fixtures with no downloads: a folder of shape images, fastai learners on it, and a state snapshot."
+import warnings, pytest, torch
+from pathlib import Path
+from PIL import Image, ImageDraw
+from fastai.vision.all import ImageDataLoaders, Resize, get_image_files, vision_learner, resnet18, nn
+from fast_cam.all import *
+
+warnings.filterwarnings('ignore', message='.*torch.jit.script.*')
+
+def make_shapes(path, n=8, sz=48):
+    "A folder `path/{circle,square}/i.png` of small synthetic images"
+    for lbl in ('circle','square'):
+        (path/lbl).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            im = Image.new('RGB', (sz,sz), (20,20+5*i,20)); d = ImageDraw.Draw(im)
+            x0,y0 = 4+2*i, 6+2*i
+            (d.ellipse if lbl=='circle' else d.rectangle)([x0,y0,x0+18,y0+18], fill=(230,200-10*i,40))
+            im.save(path/lbl/f'{i}.png')
+    return path
+
+@pytest.fixture(scope='session')
+def shapes(tmp_path_factory): return make_shapes(tmp_path_factory.mktemp('shapes'))
+
+@pytest.fixture(scope='session')
+def dls(shapes):
+    return ImageDataLoaders.from_folder(shapes, valid_pct=0.25, seed=0, item_tfms=Resize(64), bs=4, num_workers=0)
+
+@pytest.fixture(scope='session')
+def files(shapes): return get_image_files(shapes).sorted()[::3][:4]
+
+def _randomise_bn(m):
+    "Give every BatchNorm non-trivial statistics, as after training, so BN folding is really exercised"
+    torch.manual_seed(0)
+    for o in m.modules():
+        if isinstance(o, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            o.running_mean.normal_(0, .2); o.running_var.uniform_(.5, 2)
+            o.weight.data.uniform_(.5, 1.5); o.bias.data.normal_(0, .2)
+    return m
+
+@pytest.fixture
+def learn(dls):
+    "fastai's default vision_learner (concat pool, two linears): not CAM-exact"
+    torch.manual_seed(0)
+    l = vision_learner(dls, resnet18, pretrained=False)
+    _randomise_bn(l.model)
+    return l
+
+@pytest.fixture
+def cam_learn(dls):
+    "vision_learner with the CAM-compatible head GAP → Flatten → BN → Dropout → Linear"
+    torch.manual_seed(0)
+    l = vision_learner(dls, resnet18, pretrained=False, concat_pool=False, lin_ftrs=[])
+    _randomise_bn(l.model)
+    return l
+
+def hooks_of(m):
+    "Every hook dict entry on every module of `m`"
+    return [(n, k) for n,o in m.named_modules() for k in ('_forward_hooks','_forward_pre_hooks','_backward_hooks','_backward_pre_hooks')
+            if len(getattr(o, k, {}))]
+
+def snapshot(m):
+    "Everything a fast_cam call must leave as it was"
+    return dict(state={k:v.detach().clone() for k,v in m.state_dict(keep_vars=True).items()},
+                grads={n:None if p.grad is None else p.grad.clone() for n,p in m.named_parameters()},
+                rg={n:p.requires_grad for n,p in m.named_parameters()},
+                training={n:o.training for n,o in m.named_modules()},
+                grad_mode=torch.is_grad_enabled(), inference=torch.is_inference_mode_enabled(), hooks=hooks_of(m))
+
+def assert_same(m, s):
+    t = snapshot(m)
+    for k,v in s['state'].items(): assert torch.equal(v, t['state'][k]), f'{k} changed'
+    for k,v in s['grads'].items():
+        w = t['grads'][k]
+        assert (v is None)==(w is None) and (v is None or torch.equal(v, w)), f'.grad of {k} changed'
+    for k in ('rg','training','grad_mode','inference','hooks'): assert s[k]==t[k], f'{k} changed'
+
+def rel_err(a, b):
+    "max |a-b| relative to max |b|"
+    return ((a-b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
