@@ -6,8 +6,8 @@ Docs: https://fast-cam.github.io/fast_cam/capture.html.md"""
 
 # %% ../nbs/01_capture.ipynb #e614b037
 from __future__ import annotations
-from fastai.vision.all import *
 from .core import *
+from fastai.vision.all import *
 
 # %% auto #0
 __all__ = ['Captured', 'capture']
@@ -29,7 +29,7 @@ def _detach_out(o):
 # %% ../nbs/01_capture.ipynb #69db1bf6
 def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, trace=False):
     "One forward of `m` on `xb` keeping the output of each of `layers`; gradients of the target scores if `grad`, guided input gradients if `guided`"
-    m = get_model(m)
+    m = as_model(m)
     layers = list(layers)
     acts,order,hs = {},[],[]
     st = NS(guided=False, n_relu=0)

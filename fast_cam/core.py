@@ -6,12 +6,14 @@ Docs: https://fast-cam.github.io/fast_cam/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #9bb70749
 from __future__ import annotations
-import difflib, weakref
+import difflib, weakref, warnings
+# fastai's import calls `torch.jit.script`, which torch 2.14 reports as deprecated on every import
+warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from fastai.vision.all import *
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'get_model', 'is_body_head',
+__all__ = ['CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'as_model', 'is_body_head',
            'get_module', 'module_name', 'arch_summary', 'model_device', 'image_type', 'to_batch', 'get_vocab',
            'resolve_target', 'target_scores', 'ModelState', 'cam_layer', 'resolve_layer', 'min_max_scale', 'upsample']
 
@@ -25,7 +27,7 @@ class HeadError(CAMError):   "The model's head does not allow an exact CAM"
 class MissingFileError(InputError, FileNotFoundError): "An image path that does not exist"
 
 # %% ../nbs/00_core.ipynb #28006cef
-def get_model(o):
+def as_model(o):
     "The `nn.Module` behind a `Learner` (or `o` itself)"
     m = getattr(o, 'model', o)
     if not isinstance(m, nn.Module): raise TypeError(f"Expected a fastai Learner or an nn.Module, got {type(o).__name__}")
@@ -39,7 +41,7 @@ def is_body_head(m):
 # %% ../nbs/00_core.ipynb #b08c4b75
 def get_module(m, layer):
     "The module of `m` named by `layer`: an index path, a dotted name, or a module"
-    m = get_model(m)
+    m = as_model(m)
     if isinstance(layer, nn.Module):
         if any(layer is o for o in m.modules()): return layer
         raise LayerError(f"The module {type(layer).__name__} passed as `layer` is not part of this model. Pass one of its own modules, an index path or a dotted name (see `arch_summary`).")
@@ -66,12 +68,12 @@ def get_module(m, layer):
 # %% ../nbs/00_core.ipynb #15826d16
 def module_name(m, mod):
     "The dotted name of `mod` inside `m`"
-    return next((n for n,o in get_model(m).named_modules() if o is mod), '?') or '(the whole model)'
+    return next((n for n,o in as_model(m).named_modules() if o is mod), '?') or '(the whole model)'
 
 # %% ../nbs/00_core.ipynb #8eeb74b3
 def arch_summary(learn_or_model, verbose=False, depth=None):
     "Print the indexed module tree of `learn_or_model` (all levels and module details if `verbose`)"
-    m = get_model(learn_or_model)
+    m = as_model(learn_or_model)
     depth = ifnone(depth, 99 if verbose else 2)
     try: auto = cam_layer(learn_or_model, verbose=False)
     except CAMError: auto = None
@@ -87,12 +89,12 @@ def arch_summary(learn_or_model, verbose=False, depth=None):
 # %% ../nbs/00_core.ipynb #68ab4961
 def model_device(m):
     "Device and floating dtype of `m`'s first parameter (CPU float32 if it has none)"
-    p = next(get_model(m).parameters(), None)
+    p = next(as_model(m).parameters(), None)
     return (p.device, p.dtype if p.is_floating_point() else torch.float32) if p is not None else (torch.device('cpu'), torch.float32)
 
 # %% ../nbs/00_core.ipynb #36220d08
 def _in_channels(m):
-    c = next((o for o in get_model(m).modules() if isinstance(o, nn.modules.conv._ConvNd)), None)
+    c = next((o for o in as_model(m).modules() if isinstance(o, nn.modules.conv._ConvNd)), None)
     return None if c is None else c.in_channels
 
 # %% ../nbs/00_core.ipynb #e44f638b
@@ -149,7 +151,7 @@ def _check_batch(xb, m):
 # %% ../nbs/00_core.ipynb #04c2edb9
 def to_batch(learn_or_model, x):
     "Turn `x` (path(s), PIL/numpy image(s), tensor, or `(xb,yb)`) into a float batch `[n,c,H,W]` on the model's device"
-    m = get_model(learn_or_model)
+    m = as_model(learn_or_model)
     dev,dt = model_device(m)
     if isinstance(x, tuple) and len(x) and isinstance(x[0], Tensor): x = x[0]
     if isinstance(x, (list,L)) and len(x) and all(isinstance(o, Tensor) for o in x):
@@ -241,7 +243,7 @@ _layer_cache = weakref.WeakKeyDictionary()
 
 def _dry_input(learn_or_model):
     "One input of the size the model is used at"
-    m = get_model(learn_or_model)
+    m = as_model(learn_or_model)
     dls = getattr(learn_or_model, 'dls', None)
     if dls is not None:
         try: return to_batch(m, dls.one_batch()[0][:1])
@@ -252,7 +254,7 @@ def _dry_input(learn_or_model):
 # %% ../nbs/00_core.ipynb #26e968b2
 def cam_layer(learn_or_model, xb=None, verbose=False):
     "The default layer: the last module inside the body whose output is spatial 4-D, found by a dry run"
-    m = get_model(learn_or_model)
+    m = as_model(learn_or_model)
     xb = _dry_input(learn_or_model) if xb is None else xb[:1]
     key = (tuple(xb.shape[1:]), sum(1 for _ in m.modules()))
     res = _layer_cache.get(m, {}).get(key)

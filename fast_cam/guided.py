@@ -7,8 +7,8 @@ Docs: https://fast-cam.github.io/fast_cam/guided.html.md"""
 # %% ../nbs/03_guided.ipynb #8a4e825f
 from __future__ import annotations
 import warnings
-from fastai.vision.all import *
 from .core import *
+from fastai.vision.all import *
 from .capture import *
 from .methods import *
 

@@ -6,8 +6,8 @@ Docs: https://fast-cam.github.io/fast_cam/learner.html.md"""
 
 # %% ../nbs/05_learner.ipynb #8a6fd67d
 from __future__ import annotations
-from fastai.vision.all import *
 from .core import *
+from fastai.vision.all import *
 from .capture import *
 from .methods import *
 from .guided import *
@@ -30,7 +30,7 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
            ):
     "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs, `[n,c,H,W]` for guided backprop"
     meth = get_method(method)
-    m = get_model(learn_or_model)
+    m = as_model(learn_or_model)
     if isinstance(learn_or_model, Learner): _check_image_learner(learn_or_model)
     xb = to_batch(learn_or_model, x)
     maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model))

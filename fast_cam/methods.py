@@ -7,8 +7,8 @@ Docs: https://fast-cam.github.io/fast_cam/methods.html.md"""
 # %% ../nbs/02_methods.ipynb #1fc73b64
 from __future__ import annotations
 import difflib
-from fastai.vision.all import *
 from .core import *
+from fastai.vision.all import *
 from .capture import *
 
 # %% auto #0

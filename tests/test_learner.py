@@ -152,3 +152,14 @@ def test_multilabel_like_single_logit():
     pos,neg = explain(m, x, target=0, layer='2'),explain(m, x, target=lambda o: -o[:,0], layer='2')
     raw = explain(m, x, 'cam', target=0, layer='2')
     assert rel_err(pos, F.relu(raw)/144) < 1e-5 and rel_err(neg, F.relu(-raw)/144) < 1e-5
+
+def test_no_graph_before_the_layer(learn, files):
+    "Grad-CAM builds no autograd graph for the layers before the target layer; guided backprop needs one down to the input"
+    seen = []
+    h = learn.model[0][4].register_forward_hook(lambda m,i,o: seen.append((torch.is_grad_enabled(), o.requires_grad)))
+    try:
+        learn.gradcam(files)
+        assert seen[-1]==(False, False)
+        learn.guided_backprop(files)
+        assert seen[-1]==(True, True)
+    finally: h.remove()
