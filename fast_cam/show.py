@@ -36,12 +36,15 @@ def show_heatmap(img, # The image: tensor `[c,H,W]` in [0,1] or [0,255], PIL ima
                  cmap='magma', # Matplotlib colormap of the map
                  interpolation='bilinear', # 'bilinear' (smooth) or 'nearest' (feature cells) upsampling
                  colorbar=False, # Add a colorbar for the map (scaled to [0,1])
+                 vmax=None, # Scale the map by `vmax` (e.g. shared by several maps) instead of its own min-max
                  title=None, figsize=None, **kwargs):
     "Draw heatmap `hm` over (or beside) `img`; returns the axes"
     ax = ifnone(ax, ctx)
     im = _hwc(img)
     H,W = im.shape[:2]
-    m = upsample(min_max_scale(hm.detach().float().cpu()[None]), (H,W), mode='nearest' if interpolation=='nearest' else 'bilinear')[0]
+    hm = hm.detach().float().cpu()
+    hm = min_max_scale(hm[None])[0] if vmax is None else hm/max(float(vmax), 1e-12)
+    m = upsample(hm[None], (H,W), mode='nearest' if interpolation=='nearest' else 'bilinear')[0]
     m = m.clamp(0,1).numpy()
     if merge:
         if ax is None: _,ax = plt.subplots(figsize=figsize)
