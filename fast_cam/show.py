@@ -108,7 +108,7 @@ def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, mer
     if len(meths)>1:
         axs = ifnone(ifnone(ax, ctx), None)
         if axs is None: axs = get_grid(len(meths)+1, nrows=1, ncols=len(meths)+1, figsize=figsize, title=title or tts[0])
-        show_image(imgs[0], ax=axs[0], title='image')
+        show_image(_hwc(imgs[0]), ax=axs[0], title='image')
         for a,m,(mp,_) in zip(axs[1:], meths, res):
             if _is_guided(m): show_guided(mp[0], ax=a, gray=gray, title=m.name)
             else: show_heatmap(imgs[0], mp[0], ax=a, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar, title=m.name)

@@ -8,7 +8,7 @@ def render(nb_path='nbs/index.ipynb', out='README.md', img_dir='nbs/images'):
     for i,c in enumerate(nb['cells']):
         src = ''.join(c['source'])
         if c['cell_type']=='markdown':
-            src = re.sub(r'^> (.*)$', r'> \1', src, flags=re.M)
+            src = re.sub(r'\]\((images/)', r'](nbs/\1', src)  # pictures live beside the notebooks
             parts.append(src); continue
         if re.search(r'^#\|\s*(hide|export)', src, flags=re.M): continue
         code = '\n'.join(l for l in src.split('\n') if not l.startswith('#|'))

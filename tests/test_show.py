@@ -1,0 +1,134 @@
+"Issue 3: the synthetic set, rendering, the top-losses grid. Figures are checked for what they draw, not only that they draw."
+import pytest, torch, numpy as np, matplotlib
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImageBW, get_image_files, parent_label, Resize,
+                               RandomSplitter, vision_learner, resnet18, Learner)
+import fast_cam.interpret as fi
+from fast_cam.all import *
+from fast_cam.data import Shapes, shapes_learner, shapes_cnn
+from fast_cam.show import show_heatmap, show_guided, _hwc
+from fast_cam.interpret import CAMInterpretation
+
+@pytest.fixture(scope='module')
+def trained():
+    "The demo's model: 3,000 shapes, 7 epochs (about 40 s on two cores)"
+    return shapes_learner()
+
+def test_shapes_deterministic_and_consistent():
+    a,b,c = Shapes(60, seed=3),Shapes(60, seed=3),Shapes(60, seed=4)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks) and not np.array_equal(a.images, c.images)
+    assert a.images.shape==(60,64,64,3) and a.masks.dtype==bool and set(a.labels)<=set(range(len(a.vocab)))
+    for m,(x0,y0,x1,y1) in zip(a.masks, a.boxes):
+        assert m.sum()>30 and m[y0:y1, x0:x1].sum()==m.sum()
+        assert m[y0:y1, x0:x1].any(0).all() and m[y0:y1, x0:x1].any(1).all(), 'the box is tight'
+    # the object is drawn where its mask is: its pixels differ from the background just outside
+    i = 0; m = a.masks[i]
+    assert np.abs(a.images[i][m].mean(0) - a.images[i][~m].mean(0)).max() > 20
+
+def test_shapes_dls_items_index_masks():
+    ds = Shapes(100)
+    dls = ds.dls(bs=16)
+    assert list(dls.vocab)==ds.vocab and dls.shapes is ds
+    i = dls.valid.items[0]
+    x,y = dls.valid_ds[0]
+    assert np.array_equal(np.asarray(x), ds.images[i]) and dls.vocab[y]==ds.vocab[ds.labels[i]]
+
+def test_trained_accuracy(trained):
+    "A small model trained from scratch reaches >= 95 % validation accuracy"
+    with trained.no_bar(): acc = trained.validate()[1]
+    print(f'validation accuracy {acc:.4f}')
+    assert acc >= 0.95
+
+def test_gradcam_points_at_the_shape(trained):
+    "Grad-CAM's mass sits on the object: far more of it inside the mask than the mask's share of the image"
+    ds,items = trained.dls.shapes,trained.dls.valid.items[:100]
+    maps = upsample(trained.gradcam(list(ds.images[items])), 64)
+    m = torch.from_numpy(ds.masks[items])
+    energy = (maps*m).sum((1,2))/maps.sum((1,2)).clamp_min(1e-12)
+    assert energy.mean() > 3*m.float().mean()
+
+def _pixels(ax):
+    ax.figure.canvas.draw()
+    return np.asarray(ax.figure.canvas.buffer_rgba())[...,:3].astype(int)
+
+def test_overlay_differs_where_map_is_high():
+    img = torch.full((3,32,32), .5)
+    hm = torch.zeros(4,4); hm[0,0] = 1.
+    _,(a0,a1) = plt.subplots(1, 2, figsize=(4,2))
+    a0.imshow(_hwc(img)); a0.axis('off')
+    show_heatmap(img, hm, ax=a1, interpolation='nearest')
+    px = _pixels(a1); plt.close('all')
+    w = px.shape[1]//2
+    left,right = px[:, :w],px[:, w:]
+    # top-left of the right panel (map high) differs from the plain image; bottom-right (map 0) is darker but uniform
+    b0 = [np.argwhere((p!=255).any(-1)) for p in (left,right)]
+    (ly0,lx0),(ry0,rx0) = b0[0].min(0),b0[1].min(0)
+    (ly1,lx1),(ry1,rx1) = b0[0].max(0),b0[1].max(0)
+    hi = right[ry0+3, rx0+3]; lo = right[ry1-3, rx1-3]; plain = left[ly0+3, lx0+3]
+    assert np.abs(hi-plain).sum() > 100 and np.abs(hi-lo).sum() > 100
+
+def test_show_grid_titles_and_axes(trained):
+    ds,items = trained.dls.shapes,list(trained.dls.valid.items[:5])
+    axs = trained.show_gradcam(list(ds.images[items]), ncols=3)
+    drawn = [a for a in axs if a.images]
+    assert len(drawn)==5 and all(len(a.images)==2 for a in drawn), 'image + map in each panel'
+    with trained.no_bar(): probs = trained.get_preds(dl=trained.dls.test_dl(list(ds.images[items])))[0]
+    for a,p in zip(drawn, probs):
+        lbl,pr = a.get_title().split(' / ')
+        assert lbl==trained.dls.vocab[p.argmax()] and abs(float(pr)-float(p.max()))<0.006
+    plt.close('all')
+
+def test_show_side_by_side_target_and_methods_row(trained):
+    img = trained.dls.shapes.images[trained.dls.valid.items[0]]
+    axs = trained.show_gradcam(img, target='cross', merge=False)
+    assert len(axs)==2 and axs[0].get_title().startswith('cross / ')
+    axs = trained.show_heatmap(img, method=['cam','gradcam','guided_backprop','guided_gradcam'])
+    assert [a.get_title() for a in axs]==['image','cam','gradcam','guided_backprop','guided_gradcam']
+    ax = trained.show_guided_backprop(img, gray=True)[0]
+    assert ax.images[0].get_array().ndim==2
+    with pytest.raises(CAMError, match='one image'): trained.show_heatmap([img,img], method=['cam','gradcam'])
+    plt.close('all')
+
+def test_show_methods_return_axes(trained):
+    img = trained.dls.shapes.images[trained.dls.valid.items[1]]
+    for f in (trained.show_cam, trained.show_gradcam, trained.show_guided_backprop, trained.show_guided_gradcam):
+        axs = f(img)
+        assert len(axs)==1 and axs[0].images
+    fig,ax = plt.subplots()
+    assert trained.show_gradcam(img, ax=ax)[0] is ax
+    plt.close('all')
+
+def test_one_channel_non_square(shapes):
+    "Grayscale images of 48x64 (not square) on a 1-channel model"
+    dls = DataBlock(blocks=(ImageBlock(cls=PILImageBW), CategoryBlock), get_items=get_image_files, get_y=parent_label,
+                    splitter=RandomSplitter(0.25, seed=0), item_tfms=Resize((48,64))).dataloaders(shapes, bs=4, num_workers=0)
+    l = vision_learner(dls, resnet18, pretrained=False, n_in=1)
+    fs = get_image_files(shapes)[:3]
+    assert l.gradcam(fs).shape==(3,2,2)
+    axs = l.show_gradcam(fs, colorbar=True)
+    drawn = [a for a in axs if a.images]
+    assert len(drawn)==3 and drawn[0].images[0].get_array().shape==(48,64)
+    assert l.show_guided_backprop(fs[0])[0].images[0].get_array().shape==(48,64)
+    plt.close('all')
+
+def test_plot_top_losses_one_batched_call(trained, monkeypatch):
+    with trained.no_bar(): interp = CAMInterpretation.from_learner(trained)
+    calls = []
+    orig = fi.explain
+    def counting(*a, **k): calls.append(len(a[1])); return orig(*a, **k)
+    monkeypatch.setattr(fi, 'explain', counting)
+    k = 6
+    axs = interp.plot_top_losses(k)
+    titles = [a.get_title() for a in axs if a.images]
+    main = [t for t in titles if not t.startswith('actual:')]
+    n_wrong = sum(t.split('\n')[0].split('/')[0]!=t.split('\n')[0].split('/')[1] for t in main)
+    assert len(main)==k and len(titles)==k+n_wrong
+    assert calls==[k+n_wrong], 'one heatmap call for the k predicted-class maps and the actual-class maps'
+    losses,idx = interp.top_losses(k)
+    assert [float(t.split('\n')[1].split(' / ')[0]) for t in main]==pytest.approx(losses.tolist(), abs=0.006)
+    axs = interp.plot_top_losses(k, show_actual=False)
+    assert len([a for a in axs if a.images])==k
+    axs = interp.plot_heatmaps([0,3], method='gradcam')
+    assert len([a for a in axs if a.images and not a.get_title().startswith('actual')])==2
+    plt.close('all')
