@@ -8,15 +8,16 @@ Docs: https://fast-cam.github.io/fast_cam/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #078a926b
-import fast_cam.core as _core, fast_cam.capture as _capture, fast_cam.methods as _methods, fast_cam.guided as _guided
+import fast_cam.core as _core, fast_cam.capture as _capture, fast_cam.methods as _methods, fast_cam.guided as _guided, fast_cam.scorecam as _scorecam
 import fast_cam.learner as _learner, fast_cam.show as _show, fast_cam.interpret as _interpret, fast_cam.data as _data
 from .core import *
 from .capture import *
 from .methods import *
 from .guided import *
+from .scorecam import *
 from .learner import *
 from .show import *
 from .interpret import *
 from .data import *
 
-__all__ = [n for mod in (_core,_capture,_methods,_guided,_learner,_show,_interpret,_data) for n in mod.__all__]
+__all__ = [n for mod in (_core,_capture,_methods,_guided,_scorecam,_learner,_show,_interpret,_data) for n in mod.__all__]

@@ -20,6 +20,11 @@ class Captured:
         return f"Captured(acts={[tuple(a.shape) for a in self.acts]}, grads={self.grads is not None}, xgrad={self.xgrad is not None})"
 
 # %% ../nbs/01_capture.ipynb #c629dd3f
+def _f32(t):
+    "Detached, and in float32 unless already float32 or float64: maps of half-precision models are computed in float32"
+    t = t.detach()
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
 def _detach_out(o):
     if isinstance(o, Tensor): return o.detach()
     if isinstance(o, (tuple,list)): return type(o)(_detach_out(x) for x in o)
@@ -67,8 +72,8 @@ def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, 
             if not scores.requires_grad: raise LayerError("The target scores do not depend on the chosen layer(s): pick a layer on the path to the output.")
             grads = torch.autograd.grad(scores.sum(), [acts[l] for l in layers], retain_graph=guided, allow_unused=True)
             if any(g is None for g in grads): raise LayerError("The target scores do not depend on one of the chosen layers: pick layers on the path to the output.")
-            grads = [g.detach().float() for g in grads]
+            grads = [_f32(g) for g in grads]
         if guided:
             st.guided = True
-            xgrad = torch.autograd.grad(scores.sum(), xin)[0].detach().float()
-        return Captured([acts[l].detach().float() for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)
+            xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
+        return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)

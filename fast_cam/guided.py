@@ -23,11 +23,24 @@ def _warn_no_relu(c):
 class GuidedBackprop(CAMMethod):
     "Guided backprop, Springenberg et al. 2015 (arXiv:1412.6806): input gradients `[n,c,H,W]` with negative gradients zeroed at each ReLU"
     name = 'guided_backprop'
-    def compute(self, m, xb, target=None, layer=None, vocab=None):
+    def compute(self, m, xb, target=None, layer=None, vocab=None, n_samples=0, noise=0.15):
         if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
-        c = capture(m, xb, [], target, vocab, grad=False, guided=True)
+        if not n_samples:
+            c = capture(m, xb, [], target, vocab, grad=False, guided=True)
+            _warn_no_relu(c)
+            return c.xgrad, c.out
+        # SmoothGrad (Smilkov et al. 2017, arXiv:1706.03825): the average over `n_samples` noisy copies, all in one batch;
+        # noise std is `noise` times each image's value range (section 3)
+        n = len(xb)
+        c0 = capture(m, xb, [], target, vocab, grad=False)
+        idx = c0.idx if c0.idx is not None else target
+        sd = noise*(xb.flatten(1).amax(1)-xb.flatten(1).amin(1))
+        xs = xb.repeat(n_samples,1,1,1)
+        xs = xs + torch.randn_like(xs)*sd.repeat(n_samples)[:,None,None,None]
+        t = idx.repeat(n_samples) if isinstance(idx, Tensor) else idx
+        c = capture(m, xs, [], t, vocab, grad=False, guided=True)
         _warn_no_relu(c)
-        return c.xgrad, c.out
+        return c.xgrad.view(n_samples, *xb.shape).mean(0), c0.out
 
 # %% ../nbs/03_guided.ipynb #250d007b
 class GuidedGradCAM(CAMMethod):
@@ -36,6 +49,7 @@ class GuidedGradCAM(CAMMethod):
     def compute(self, m, xb, target=None, layer=None, vocab=None):
         if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
         l = resolve_layer(m, layer, xb)
+        if isinstance(l, list): raise LayerError("Guided Grad-CAM takes one layer; pass a single layer, or fuse Grad-CAM maps with `learn.gradcam(x, layer=[...])`.")
         c = capture(m, xb, [l], target, vocab, grad=True, guided=True)
         check_spatial(m, l, c.acts[0], self.name)
         _warn_no_relu(c)

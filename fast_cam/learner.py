@@ -11,6 +11,7 @@ from fastai.vision.all import *
 from .capture import *
 from .methods import *
 from .guided import *
+from .scorecam import *
 
 # %% auto #0
 __all__ = ['explain']
@@ -27,13 +28,14 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
             target=None, # None (predicted class), int, vocab label, one per item, 'all' (CAM), or `f(output) -> scores[n]`
             layer=None, # None (automatic, see `cam_layer`), an index path, a dotted name or a module
             with_preds=False, # Also return the model's predictions
+            **kwargs # Options of the method: `fuse` for several layers, `bs` and `max_channels` for Score-CAM, `n_samples` for SmoothGrad
            ):
     "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs, `[n,c,H,W]` for guided backprop"
     meth = get_method(method)
     m = as_model(learn_or_model)
     if isinstance(learn_or_model, Learner): _check_image_learner(learn_or_model)
     xb = to_batch(learn_or_model, x)
-    maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model))
+    maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     return (maps, _preds(learn_or_model, out)) if with_preds else maps
 
 # %% ../nbs/05_learner.ipynb #73af6724
@@ -48,9 +50,9 @@ def _check_image_learner(learn):
 
 # %% ../nbs/05_learner.ipynb #b971e056
 @patch
-def heatmap(self:Learner, x, method='gradcam', target=None, layer=None, with_preds=False):
+def heatmap(self:Learner, x, method='gradcam', target=None, layer=None, with_preds=False, **kwargs):
     "Maps of `method` for `x` (see `explain`)"
-    return explain(self, x, method, target, layer, with_preds)
+    return explain(self, x, method, target, layer, with_preds, **kwargs)
 
 @patch
 def cam(self:Learner, x, target=None, layer=None, with_preds=False):
@@ -58,16 +60,16 @@ def cam(self:Learner, x, target=None, layer=None, with_preds=False):
     return explain(self, x, 'cam', target, layer, with_preds)
 
 @patch
-def gradcam(self:Learner, x, target=None, layer=None, with_preds=False):
+def gradcam(self:Learner, x, target=None, layer=None, with_preds=False, **kwargs):
     "Grad-CAM `[n,h,w]`: ReLU(Σ_k α_k·A_k), raw, at feature resolution"
-    return explain(self, x, 'gradcam', target, layer, with_preds)
+    return explain(self, x, 'gradcam', target, layer, with_preds, **kwargs)
 
 @patch
-def guided_backprop(self:Learner, x, target=None, with_preds=False):
-    "Guided backprop `[n,c,H,W]`: guided gradients of the input"
-    return explain(self, x, 'guided_backprop', target, None, with_preds)
+def guided_backprop(self:Learner, x, target=None, with_preds=False, **kwargs):
+    "Guided backprop `[n,c,H,W]`: guided gradients of the input (`n_samples>0` for SmoothGrad)"
+    return explain(self, x, 'guided_backprop', target, None, with_preds, **kwargs)
 
 @patch
-def guided_gradcam(self:Learner, x, target=None, layer=None, with_preds=False):
+def guided_gradcam(self:Learner, x, target=None, layer=None, with_preds=False, **kwargs):
     "Guided Grad-CAM `[n,c,H,W]`: guided backprop × Grad-CAM upsampled to the input"
-    return explain(self, x, 'guided_gradcam', target, layer, with_preds)
+    return explain(self, x, 'guided_gradcam', target, layer, with_preds, **kwargs)

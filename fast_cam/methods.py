@@ -12,7 +12,8 @@ from fastai.vision.all import *
 from .capture import *
 
 # %% auto #0
-__all__ = ['methods', 'check_spatial', 'CAMMethod', 'GradCAM', 'head_weights', 'CAM', 'get_method']
+__all__ = ['methods', 'check_spatial', 'fuse_maps', 'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM', 'LayerCAM', 'HiResCAM',
+           'EigenCAM', 'head_weights', 'CAM', 'get_method']
 
 # %% ../nbs/02_methods.ipynb #1ad3d1c2
 def check_spatial(m, l, a, name):
@@ -23,6 +24,15 @@ def check_spatial(m, l, a, name):
     return a
 
 # %% ../nbs/02_methods.ipynb #baa3d2b1
+def fuse_maps(maps, fuse='max'):
+    "One map from maps of several layers: each upsampled to the largest, then their `'max'` or `'mean'`"
+    if len(maps)==1: return maps[0]
+    if fuse not in ('max','mean'): raise CAMError(f"`fuse` must be 'max' or 'mean', got {fuse!r}.")
+    sz = max((o.shape[-2:] for o in maps), key=lambda s: s[0]*s[1])
+    ups = torch.stack([o if o.shape[-2:]==sz else upsample(o, sz) for o in maps])
+    return ups.amax(0) if fuse=='max' else ups.mean(0)
+
+# %% ../nbs/02_methods.ipynb #a06070d9
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
     name,needs_grad,relu = None,True,True
@@ -31,22 +41,68 @@ class CAMMethod:
         "Map `[n,h,w]` from one layer's activations and gradients"
         m = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads), acts)
         return F.relu(m) if self.relu else m
-    def compute(self, m, xb, target=None, layer=None, vocab=None):
-        "Maps `[n,h,w]` (float32) and the model's output for the batch `xb`"
+    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max'):
+        "Maps `[n,h,w]` (float32) and the model's output for the batch `xb`; several layers give one fused map"
         if isinstance(target, str) and target=='all': raise TargetError(f"target='all' is only for CAM (method='cam'); {self.name} needs one target per item.")
-        l = resolve_layer(m, layer, xb)
-        c = capture(m, xb, [l], target, vocab, grad=self.needs_grad)
-        a = check_spatial(m, l, c.acts[0], self.name)
-        return self.combine(a, None if c.grads is None else c.grads[0]), c.out
+        ls = resolve_layer(m, layer, xb)
+        ls = ls if isinstance(ls, list) else [ls]
+        c = capture(m, xb, ls, target, vocab, grad=self.needs_grad)
+        maps = [self.combine(check_spatial(m, l, a, self.name), None if c.grads is None else g)
+                for l,a,g in zip(ls, c.acts, c.grads or [None]*len(ls))]
+        return fuse_maps(maps, fuse), c.out
     def __repr__(self): return f"{type(self).__name__}()"
 
-# %% ../nbs/02_methods.ipynb #a415b199
+# %% ../nbs/02_methods.ipynb #7ae0ea43
 class GradCAM(CAMMethod):
     "Grad-CAM, Selvaraju et al. 2017 (arXiv:1610.02391)"
     name = 'gradcam'
     def weights(self, acts, grads): return grads.mean((2,3))  # eq. 1
 
-# %% ../nbs/02_methods.ipynb #a7f9a000
+# %% ../nbs/02_methods.ipynb #6757249a
+class GradCAMpp(CAMMethod):
+    "Grad-CAM++, Chattopadhyay et al. 2018 (arXiv:1710.11063)"
+    name = 'gradcampp'
+    def weights(self, acts, grads):
+        g2 = grads.pow(2)
+        den = 2*g2 + acts.sum((2,3), keepdim=True)*g2*grads  # eq. 19, as written: no epsilon
+        ok = (grads!=0) & (den!=0)
+        alpha = torch.where(ok, g2/torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(g2))
+        return (alpha*F.relu(grads)).sum((2,3))  # eq. 10
+
+# %% ../nbs/02_methods.ipynb #e7b2dfc5
+class XGradCAM(CAMMethod):
+    "XGrad-CAM, Fu et al. 2020 (arXiv:2008.02312)"
+    name = 'xgradcam'
+    def weights(self, acts, grads):
+        s = acts.sum((2,3))
+        return torch.where(s!=0, (grads*acts).sum((2,3)) / torch.where(s!=0, s, torch.ones_like(s)), torch.zeros_like(s))  # eq. 13
+
+# %% ../nbs/02_methods.ipynb #5ef98d06
+class LayerCAM(CAMMethod):
+    "LayerCAM, Jiang et al. 2021: ReLU(Σ_k ReLU(g_k)·A_k) position by position"
+    name = 'layercam'
+    def combine(self, acts, grads): return F.relu((F.relu(grads)*acts).sum(1))  # eq. 5
+
+class HiResCAM(CAMMethod):
+    "HiResCAM, Draelos & Carin 2020 (arXiv:2011.08891): ReLU(Σ_k g_k·A_k) position by position"
+    name = 'hirescam'
+    def combine(self, acts, grads): return F.relu((grads*acts).sum(1))
+
+# %% ../nbs/02_methods.ipynb #738cbe14
+class EigenCAM(CAMMethod):
+    "Eigen-CAM, Muhammad & Yeasin 2020 (arXiv:2008.00299): first principal component of the activations, class-agnostic"
+    name,needs_grad = 'eigencam',False
+    def combine(self, acts, grads=None):
+        n,k,h,w = acts.shape
+        r = acts.flatten(2).transpose(1,2)             # [n, positions, channels]
+        r = r - r.mean(1, keepdim=True)
+        v = torch.linalg.svd(r, full_matrices=False).Vh[:,0]    # first right singular vector per item
+        p = (r @ v[...,None])[...,0]                   # projection of each position
+        ref = acts.sum(1).flatten(1); ref = ref - ref.mean(1, keepdim=True)
+        sign = torch.where((p*ref).sum(1)<0, -1., 1.)  # orient the component along the channel sum
+        return F.relu(p*sign[:,None]).reshape(n,h,w)
+
+# %% ../nbs/02_methods.ipynb #b3e66f8f
 _head_ok = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Flatten, Flatten, nn.Dropout, nn.Identity, nn.BatchNorm1d, nn.Linear)
 _cam_hint = ("Use Grad-CAM instead (`learn.gradcam(x)`, it works with any head), or build a CAM-compatible Learner: "
              "`vision_learner(dls, arch, concat_pool=False, lin_ftrs=[])`.")
@@ -71,17 +127,18 @@ def head_weights(head):
         W,b = W*s, b + W@t
     return W,b
 
-# %% ../nbs/02_methods.ipynb #6757249a
+# %% ../nbs/02_methods.ipynb #9e473913
 class CAM(CAMMethod):
     "CAM, Zhou et al. 2016 (arXiv:1512.04150): M_c = Σ_k w_ck·A_k from the head's (BN-folded) linear weights, exact"
     name,needs_grad,relu = 'cam',False,False
     def compute(self, m, xb, target=None, layer=None, vocab=None):
         if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("CAM needs class indices or labels as `target`, not a callable: use Grad-CAM for custom scores.")
         l = resolve_layer(m, layer, xb)
+        if isinstance(l, list): raise LayerError("CAM uses the one layer before the pooling; pass a single layer (or None).")
         c = capture(m, xb, [l], target, vocab, grad=False, trace=True)
         a,out = check_spatial(m, l, c.acts[0], self.name),c.out
         i = max(j for j,o in enumerate(c.order) if o is l)
-        W,b = head_weights(c.order[i+1:])
+        W,b = (o.to(a.dtype) for o in head_weights(c.order[i+1:]))
         if not isinstance(out, Tensor) or out.ndim!=2 or out.shape[1]!=W.shape[0]:
             raise HeadError("The model's output is not the head's linear output [n, classes], so CAM cannot be exact. " + _cam_hint)
         # the folded weights must give the model's own logits back (CAM eq. 2 summed over positions)
@@ -93,15 +150,16 @@ class CAM(CAMMethod):
         if isinstance(target, str) and target=='all': return torch.einsum('ck,nkhw->nchw', W, a), out
         return torch.einsum('nk,nkhw->nhw', W[c.idx], a), out
 
-# %% ../nbs/02_methods.ipynb #738cbe14
-methods = {'cam': CAM(), 'gradcam': GradCAM()}
+# %% ../nbs/02_methods.ipynb #3807e7bf
+methods = {'cam': CAM(), 'gradcam': GradCAM(), 'gradcampp': GradCAMpp(), 'gradcamplusplus': GradCAMpp(), 'xgradcam': XGradCAM(),
+           'layercam': LayerCAM(), 'hirescam': HiResCAM(), 'eigencam': EigenCAM()}
 
 def get_method(method):
     "The `CAMMethod` for a name (or the method itself)"
     if isinstance(method, CAMMethod): return method
     if isinstance(method, type) and issubclass(method, CAMMethod): return method()
     if isinstance(method, str):
-        k = method.lower().replace('-','').replace('_','')
+        k = method.lower().replace('-','').replace('_','').replace('++','pp')
         if k in methods: return methods[k]
         hint = difflib.get_close_matches(k, list(methods), n=3, cutoff=0.5)
         raise CAMError(f"Unknown method {method!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '') + f" Available: {', '.join(methods)}.")
