@@ -28,6 +28,7 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
             target=None, # None (predicted class), int, vocab label, one per item, 'all' (CAM), or `f(output) -> scores[n]`
             layer=None, # None (automatic, see `cam_layer`), an index path, a dotted name or a module
             with_preds=False, # Also return the model's predictions
+            aug_smooth=False, # Average over flips and rescalings of the input (test-time augmentation), at input resolution
             **kwargs # Options of the method: `fuse` for several layers, `bs` and `max_channels` for Score-CAM, `n_samples` for SmoothGrad
            ):
     "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs, `[n,c,H,W]` for guided backprop"
@@ -35,10 +36,28 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
     m = as_model(learn_or_model)
     if isinstance(learn_or_model, Learner): _check_image_learner(learn_or_model)
     xb = to_batch(learn_or_model, x)
-    maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
+    if aug_smooth: maps,out = _aug_smooth(meth, m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
+    else: maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     return (maps, _preds(learn_or_model, out)) if with_preds else maps
 
-# %% ../nbs/05_learner.ipynb #73af6724
+# %% ../nbs/05_learner.ipynb #761f5078
+def _aug_smooth(meth, m, xb, target, layer, vocab, scales=(1., 0.9, 1.1), **kwargs):
+    if meth.name in ('cam',) and isinstance(target, str) and target=='all': raise TargetError("aug_smooth does not support target='all'.")
+    H,W = xb.shape[-2:]
+    maps,out0 = [],None
+    for flip in (False, True):
+        for sc in scales:
+            x = xb.flip(-1) if flip else xb
+            if sc!=1: x = F.interpolate(x, size=(round(H*sc), round(W*sc)), mode='bilinear', align_corners=False)
+            mp,out = meth.compute(m, x, target, layer, vocab, **kwargs)
+            if out0 is None:
+                out0 = out
+                if target is None and isinstance(out, Tensor) and out.ndim==2: target = out.argmax(1)  # explain the original prediction throughout
+            mp = mp if mp.shape[-2:]==(H,W) else upsample(mp, (H,W))
+            maps.append(mp.flip(-1) if flip else mp)
+    return torch.stack(maps).mean(0), out0
+
+# %% ../nbs/05_learner.ipynb #b971e056
 def _check_image_learner(learn):
     dls = getattr(learn, 'dls', None)
     kind = type(dls).__name__
@@ -48,7 +67,7 @@ def _check_image_learner(learn):
         raise InputError(f"This Learner is not an image model (its DataLoaders are {kind} and its model has no convolution): "
                          "fast_cam explains convolutional image models.")
 
-# %% ../nbs/05_learner.ipynb #b971e056
+# %% ../nbs/05_learner.ipynb #7ce0351e
 @patch
 def heatmap(self:Learner, x, method='gradcam', target=None, layer=None, with_preds=False, **kwargs):
     "Maps of `method` for `x` (see `explain`)"

@@ -19,48 +19,57 @@ __all__ = ['ScoreCAM']
 class ScoreCAM(CAMMethod):
     "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the most varying channels"
     name,needs_grad = 'scorecam',False
-    def __init__(self, bs=32, max_channels=None, bar=None): store_attr()
+    def __init__(self, bs=32, max_channels=None, select='variance', fill='mean', bar=None): store_attr()
 
-    def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, bar=None, fuse='max'):
+    def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None, bar=None, fuse='max'):
         if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
         bs,kmax,bar = ifnone(bs, self.bs),ifnone(max_channels, self.max_channels),ifnone(bar, self.bar)
+        select,fill = ifnone(select, self.select),ifnone(fill, self.fill)
+        if select not in ('variance','gradcam'): raise CAMError(f"`select` must be 'variance' or 'gradcam', got {select!r}.")
+        if fill not in ('mean','zero'): raise CAMError(f"`fill` must be 'mean' or 'zero', got {fill!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
-        c = capture(m, xb, ls, target, vocab, grad=False)
+        c = capture(m, xb, ls, target, vocab, grad=kmax is not None and select=='gradcam')
         fn = target if callable(target) and not isinstance(target, (str,Tensor)) else None
-        maps = [self._one(m, xb, check_spatial(m, l, a, self.name), c.idx, fn, bs, kmax, bar) for l,a in zip(ls, c.acts)]
+        maps = []
+        for j,(l,a) in enumerate(zip(ls, c.acts)):
+            check_spatial(m, l, a, self.name)
+            # how informative a channel is: its spatial variance (Faster Score-CAM), or its Grad-CAM contribution α_k·mean(A_k)
+            info = a.flatten(2).var(2) if select=='variance' else (c.grads[j].mean((2,3))*a.mean((2,3)))
+            maps.append(self._one(m, xb, a, c.idx, fn, bs, kmax, info, fill, bar))
         return fuse_maps(maps, fuse), c.out
 
-    def _one(self, m, xb, a, idx, fn, bs, kmax, bar):
+    def _one(self, m, xb, a, idx, fn, bs, kmax, info, fill, bar):
         m = as_model(m)
         n,k = a.shape[:2]
         lo,hi = a.amin((2,3), keepdim=True),a.amax((2,3), keepdim=True)
-        masks = (a-lo)/(hi-lo+1e-8)                       # torchcam's scaling, at feature resolution
-        const = (hi==lo)[...,0,0]                         # these channels all give the zero mask
-        chans = [torch.arange(k, device=a.device) if kmax is None or kmax>=k else a[i].flatten(1).var(1).topk(kmax).indices
-                 for i in range(n)]
-        # one job per (item, channel) that needs its own forward, plus one per item for the shared zero mask
-        jobs = [(i,int(j)) for i in range(n) for j in chans[i] if not const[i,j]]
-        zero = [i for i in range(n) if const[i,chans[i]].any()]
-        jobs += [(i,-1) for i in zero]
+        masks = torch.cat([(a-lo)/(hi-lo+1e-8), torch.zeros_like(a[:,:1])], 1)  # torchcam's scaling; channel k: the zero mask
+        const = (hi==lo)[...,0,0]                                                # these channels all give the zero mask
+        chans = [torch.arange(k, device=a.device) if kmax is None or kmax>=k else info[i].topk(kmax).indices for i in range(n)]
+        # one forward per (item, channel) whose mask is its own, and one per item for the shared zero mask
+        I = torch.cat([torch.full((len(ch),), i, device=a.device) for i,ch in enumerate(chans)])
+        J = torch.cat([torch.where(const[i,ch], k, ch) for i,ch in enumerate(chans)])
+        jobs = torch.unique(I*(k+1)+J)
+        I,J = jobs//(k+1),jobs%(k+1)
         scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
         rng = range(0, len(jobs), bs)
         if bar or (bar is None and len(rng)>=20): rng = progress_bar(rng, leave=False)
         H,W = xb.shape[-2:]
         with ModelState(m), torch.inference_mode():
             for s in rng:
-                jb = jobs[s:s+bs]
-                ii = torch.tensor([i for i,_ in jb], device=a.device)
-                mk = torch.stack([masks[i,j] if j>=0 else torch.zeros_like(masks[0,0]) for i,j in jb])
-                mk = F.interpolate(mk[:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
-                out = m(xb[ii]*mk)
-                sc = fn(out) if fn is not None else out.float().gather(1, idx[ii][:,None])[:,0]
-                scores[ii, torch.tensor([j for _,j in jb], device=a.device)] = sc.to(a.dtype)
+                ii,jj = I[s:s+bs],J[s:s+bs]
+                mk = F.interpolate(masks[ii,jj][:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
+                out = m((xb if n==1 else xb[ii])*mk)
+                scores[ii,jj] = (fn(out) if fn is not None else out.float().gather(1, idx[ii][:,None])[:,0]).to(a.dtype)
         w = torch.zeros(n, k, device=a.device, dtype=a.dtype)
         for i in range(n):
             ch = chans[i]
-            s = torch.where(const[i,ch], scores[i,-1], scores[i,ch])
-            w[i,ch] = s.softmax(0)
+            s = torch.where(const[i,ch], scores[i,k], scores[i,ch])
+            if len(ch)==k or fill=='zero': w[i,ch] = s.softmax(0)
+            else:
+                # channels not scored get the mean score of the scored ones: they keep a share of the softmax
+                full = s.new_full((k,), float(s.mean())); full[ch] = s
+                w[i] = full.softmax(0)
         return F.relu(torch.einsum('nk,nkhw->nhw', w, a))
 
 methods.update(scorecam=ScoreCAM())

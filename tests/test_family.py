@@ -144,3 +144,27 @@ def test_smoothgrad(learn, files):
     torch.manual_seed(0)
     assert torch.equal(sg, learn.guided_backprop(files, n_samples=8))
     assert torch.allclose(learn.guided_backprop(files, n_samples=3, noise=0.), gb, atol=1e-6), 'no noise: the plain guided gradients'
+
+def test_scorecam_options(learn, files):
+    ex = learn.heatmap(files, method='scorecam', target=1)
+    for sel in ('variance','gradcam'):
+        for fill in ('mean','zero'):
+            fm = learn.heatmap(files, method='scorecam', target=1, max_channels=16, select=sel, fill=fill)
+            assert fm.shape==ex.shape and torch.isfinite(fm).all()
+    assert torch.allclose(learn.heatmap(files, method='scorecam', target=1, max_channels=512), ex, atol=1e-6)
+    with pytest.raises(CAMError, match='select'): learn.heatmap(files, method='scorecam', max_channels=4, select='random')
+    with pytest.raises(CAMError, match='fill'): learn.heatmap(files, method='scorecam', max_channels=4, fill='median')
+
+@pytest.mark.parametrize('method,kw', [('gradcam',{}), ('layercam',{}), ('scorecam',{'max_channels':32})])
+def test_aug_smooth(learn, files, method, kw):
+    from conftest import snapshot, assert_same
+    m = learn.model; s = snapshot(m)
+    xb = to_batch(learn, files)
+    for t in (0,1):  # the first class with a map that is not all zero on this random model
+        sm = learn.heatmap(xb, method=method, target=t, aug_smooth=True, **kw)
+        if sm.abs().max()>0: break
+    assert sm.shape==(len(files),64,64) and sm.abs().max()>0
+    flipped = learn.heatmap(xb.flip(-1), method=method, target=t, aug_smooth=True, **kw)
+    assert rel_err(flipped, sm.flip(-1)) < 1e-4, 'maps are mapped back to the original frame'
+    assert not torch.allclose(sm, upsample(learn.heatmap(xb, method=method, target=t, **kw), 64)), 'the augmentations change something'
+    assert_same(m, s)
