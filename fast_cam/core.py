@@ -230,11 +230,11 @@ class ModelState:
     "Context manager: put `m` in eval mode and restore every module's `training` flag on exit"
     def __init__(self, m): self.m = m
     def __enter__(self):
-        self.modes = [(o, o.training) for o in self.m.modules()]
-        self.m.eval()
+        self.modes = [o for o in self.m.modules() if o.training]  # only these change: no cost for a model already in eval
+        if self.modes: self.m.eval()
         return self
     def __exit__(self, *args):
-        for o,t in self.modes: o.training = t
+        for o in self.modes: o.training = True
 
 # %% ../nbs/00_core.ipynb #66c8f163
 def _is_spatial(o): return isinstance(o, Tensor) and o.ndim==4 and o.shape[2]*o.shape[3]>1

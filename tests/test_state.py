@@ -94,3 +94,20 @@ def test_no_backward_hook_warnings(learn, files):
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         learn.gradcam(files); learn.guided_backprop(files)
+
+@pytest.mark.parametrize('method', ['cam', 'gradcam', 'gradcampp', 'layercam', 'eigencam', 'scorecam', 'guided_backprop', 'guided_gradcam'])
+def test_results_hold_no_graph(cam_learn, files, method):
+    "Maps and predictions are plain tensors: no autograd graph (and the activations it holds) is kept alive by a result"
+    maps,preds = cam_learn.heatmap(files, method=method, with_preds=True, **({'max_channels': 4} if method=='scorecam' else {}))
+    for t in (maps, preds): assert not t.requires_grad and t.grad_fn is None
+
+def test_no_memory_growth(learn, files):
+    "Repeated calls leave no tensors behind (the peers' memory-growth reports): the number of live tensors stays put"
+    import gc
+    def live():
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if type(o) is torch.Tensor or isinstance(o, torch.nn.Parameter))
+    learn.gradcam(files); learn.guided_gradcam(files)
+    n0 = live()
+    for _ in range(5): learn.gradcam(files); learn.guided_gradcam(files); learn.heatmap(files, method='layercam')
+    assert live() <= n0
