@@ -1,0 +1,347 @@
+"Trust metrics: hand-computed cases, cross-checks against scipy, scikit-image, torchvision and pytorch-grad-cam, batch = items, state hygiene."
+import os, re, subprocess, sys, warnings
+from pathlib import Path
+import numpy as np, pytest, torch
+from torch import nn
+import torch.nn.functional as F
+from scipy import ndimage
+from scipy.stats import spearmanr
+from skimage.metrics import structural_similarity
+from fastai.vision.all import vision_learner, resnet18, ProgressCallback
+from fast_cam.all import *
+from fast_cam.metrics import *
+from conftest import snapshot, assert_same, hooks_of
+
+ROOT = Path(__file__).parent.parent
+
+@pytest.fixture(scope='module')
+def slearn():
+    "The small CNN trained on `Shapes` (cached, shared with the docs)"
+    return shapes_learner(cache=True)
+
+@pytest.fixture(scope='module')
+def sbatch(slearn):
+    "Six validation images of the shapes model, their Grad-CAMs, masks and boxes"
+    sh,items = slearn.dls.shapes,np.array(slearn.dls.valid.items[:6])
+    xb = to_batch(slearn, list(sh.images[items]))
+    return xb, slearn.gradcam(xb), torch.from_numpy(sh.masks[items]), torch.from_numpy(sh.boxes[items])
+
+# --- similarity measures against scipy and scikit-image
+
+def test_spearman_matches_scipy_with_ties():
+    g = torch.Generator().manual_seed(0)
+    a = F.relu(torch.randn(5, 16, 16, generator=g))            # many tied zeros
+    b = (torch.rand(5, 16, 16, generator=g)*4).round()          # few distinct values
+    b[2] = a[2]*3+1
+    r = spearman(a, b)
+    ref = torch.tensor([spearmanr(a[i].flatten(), b[i].flatten())[0] for i in range(5)], dtype=torch.float32)
+    torch.testing.assert_close(r, ref, atol=1e-6, rtol=0)
+    assert r[2]==pytest.approx(1.)
+    assert spearman(a, torch.zeros_like(a)).isnan().all()      # scipy gives NaN for a constant input too
+
+@pytest.mark.parametrize('gaussian', [True, False])
+def test_ssim_matches_skimage(gaussian):
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(3, 40, 33, generator=g)
+    b = (a + .3*torch.rand(3, 40, 33, generator=g)).clamp(0, 1)
+    b[1] = torch.rand(40, 33, generator=g)
+    r = ssim(a, b, gaussian=gaussian)
+    kw = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False) if gaussian else {}
+    ref = [structural_similarity(a[i].numpy(), b[i].numpy(), data_range=1., **kw) for i in range(3)]
+    torch.testing.assert_close(r, torch.tensor(ref, dtype=torch.float32), atol=1e-6, rtol=0)
+    assert ssim(a, a, gaussian=gaussian).sub(1).abs().max() < 1e-6
+
+def test_ssim_window_too_big():
+    with pytest.raises(InputError, match='upsample'): ssim(torch.rand(1,8,8), torch.rand(1,8,8))
+
+# --- localisation
+
+def test_energy_pointing_game_hand_case():
+    mp = torch.tensor([[[.6,.2],[.1,.1]]])
+    top = torch.tensor([[[1,1],[0,0]]]).bool()
+    assert energy_pointing_game(mp, top).item() == pytest.approx(.8)
+    assert energy_pointing_game(mp, 1-top.int()).item() == pytest.approx(.2)
+    # upsampled to the mask's size: a uniform map gives the mask's share whatever the sizes
+    assert energy_pointing_game(torch.ones(1,2,2), boxes_to_masks([[0,0,8,4]], 16)).item() == pytest.approx(32/256)
+    assert energy_pointing_game(-torch.ones(1,2,2), top).isnan().all()  # no positive mass: undefined
+
+def test_pointing_game_tolerance_and_ties():
+    mk = boxes_to_masks([[10,10,20,20]], 32)
+    mp = torch.zeros(1,32,32); mp[0,10,23] = 1.                 # 4 px right of the box
+    assert pointing_game(mp, mk).item()==0
+    assert pointing_game(mp, mk, tol=3.9).item()==0
+    assert pointing_game(mp, mk, tol=4).item()==1
+    mp[0,15,15] = 1.                                            # two tied peaks, one inside
+    assert pointing_game(mp, mk).item()==pytest.approx(.5)
+    assert pointing_game(torch.ones(1,4,4), mk).item()==pytest.approx(100/1024)
+
+def test_pointing_game_upsamples_the_map():
+    mp = torch.tensor([[[0.,0],[0,1]]])                          # peak in the bottom-right quarter
+    mk = boxes_to_masks([[32,32,64,64]], 64)
+    assert pointing_game(mp, mk).item()==1 and pointing_game(mp, ~mk).item()==0
+
+def test_maps_and_masks_must_match():
+    with pytest.raises(TruthError, match='2 masks for 3 maps'): pointing_game(torch.rand(3,4,4), torch.ones(2,4,4))
+    with pytest.raises(TruthError, match=r'\[n,4\]'): boxes_to_masks(torch.ones(3,5), 8)
+
+@pytest.mark.parametrize('conn', [4, 8])
+def test_largest_component_matches_scipy(conn):
+    g = torch.Generator().manual_seed(conn)
+    m = torch.rand(40, 24, 24, generator=g) < .55
+    r = largest_component(m, conn)
+    st = ndimage.generate_binary_structure(2, 1 if conn==4 else 2)
+    for i in range(len(m)):
+        lab,_ = ndimage.label(m[i].numpy(), st)
+        sizes = np.bincount(lab.ravel()); sizes[0] = 0
+        ls = np.unique(lab[r[i].numpy()])
+        assert len(ls)==1 and ls[0]>0 and sizes[ls[0]]==sizes.max() and (lab==ls[0]).sum()==r[i].sum()
+
+def test_cam_box_and_iou():
+    mp = torch.zeros(2,8,8)
+    mp[0,1:4,2:6] = 1.; mp[0,6,6] = .9                          # a 3×4 block and a lone, smaller peak
+    mp[1] = 0.1; mp[1,5,5] = 1.                                   # everything under 20 %: only the peak stays
+    test = cam_to_box(mp)
+    assert test.tolist()==[[2,1,6,4],[5,5,6,6]]
+    assert (cam_to_box(mp, size=16) - 2*test).abs().max() <= 1     # boxes at the upsampled size
+    assert cam_to_box(torch.zeros(1,8,8)).tolist()==[[0,0,0,0]]    # an empty map has no box
+
+def test_box_iou_matches_torchvision():
+    from torchvision.ops import box_iou as tv_iou
+    g = torch.Generator().manual_seed(0)
+    xy = torch.randint(0, 30, (20,2), generator=g); wh = torch.randint(1, 30, (20,2), generator=g)
+    a = torch.cat([xy, xy+wh], 1)
+    b = a.roll(1, 0) + torch.randint(-3, 4, (20,4), generator=g).clamp(0)
+    b[:,2:] = torch.maximum(b[:,2:], b[:,:2]+1)
+    torch.testing.assert_close(box_iou(a, b), tv_iou(a.float(), b.float()).diagonal(), atol=1e-6, rtol=0)
+
+# --- faithfulness
+
+def test_auc_linear_curve():
+    assert auc(torch.linspace(1, 0, 65)).item()==pytest.approx(.5)
+    assert auc(torch.linspace(.2, .6, 9)).item()==pytest.approx(.4)
+    with pytest.raises(CAMError): auc(torch.ones(1))
+
+def _naive_deletion(m, x, mp, c, steps):
+    "One pixel order, one image at a time, written out plainly"
+    H,W = x.shape[-2:]
+    up = F.interpolate(mp[None,None], size=(H,W), mode='bilinear', align_corners=False).flatten()
+    order = sorted(range(H*W), key=lambda j: (-up[j].item(), j))
+    res = []
+    for k in range(steps+1):
+        xx = x.clone().view(3, -1)
+        xx[:, order[:round(k*H*W/steps)]] = 0
+        with torch.no_grad(): res.append(m(xx.view(1,3,H,W)).softmax(1)[0,c].item())
+    return torch.tensor(res)
+
+def test_deletion_matches_a_naive_loop(slearn, sbatch):
+    xb,maps,_,_ = sbatch
+    m = slearn.model.eval()
+    a,c = deletion(slearn, xb[:2], maps[:2], steps=8)
+    with torch.no_grad(): pred = m(xb[:2]).argmax(1)
+    for i in range(2):
+        ref = _naive_deletion(m, xb[i], maps[i], pred[i], 8)
+        torch.testing.assert_close(c[i], ref, atol=1e-5, rtol=0)
+        trapz = getattr(np, 'trapezoid', None) or np.trapz
+        assert a[i].item()==pytest.approx(trapz(ref.numpy(), dx=1/8), abs=1e-5)
+
+@pytest.mark.parametrize('mode', ['deletion', 'insertion'])
+def test_perturbation_batch_is_items(slearn, sbatch, mode):
+    xb,maps,_,_ = sbatch
+    a,c = perturbation_curve(slearn, xb, maps, mode, steps=8, bs=64)
+    a7,c7 = perturbation_curve(slearn, xb, maps, mode, steps=8, bs=7)          # batches that cut across items
+    one = [perturbation_curve(slearn, xb[i:i+1], maps[i:i+1], mode, steps=8) for i in range(len(xb))]
+    torch.testing.assert_close(c7, c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([o[1] for o in one]), c, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat([o[0] for o in one]), a, atol=1e-5, rtol=0)
+    assert c.shape==(6, 9)
+    # the ends of the curves: the image itself, and the substrate all over
+    with torch.no_grad():
+        p = slearn.model.eval()(xb).softmax(1)
+        c_ = p.argmax(1)
+        end = slearn.model(torch.zeros_like(xb) if mode=='deletion' else gaussian_blur(xb)).softmax(1).gather(1, c_[:,None])[:,0]
+    full = p.gather(1, c_[:,None])[:,0]
+    torch.testing.assert_close(c[:, 0 if mode=='deletion' else -1], full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c[:, -1 if mode=='deletion' else 0], end, atol=1e-5, rtol=0)
+
+def test_perturbation_targets_and_logits(slearn, sbatch):
+    xb,maps,_,_ = sbatch
+    _,cl = deletion(slearn, xb[:2], maps[:2], target=[1, 'square'], steps=2, score='logit')
+    with torch.no_grad(): o = slearn.model.eval()(xb[:2])
+    torch.testing.assert_close(cl[:,0], o[[0,1],[1,2]], atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match='3 maps for 2 images'): deletion(slearn, xb[:2], maps[:3])
+    with pytest.raises(CAMError, match='mode'): perturbation_curve(slearn, xb, maps, 'remove')
+
+def test_drop_increase_matches_pytorch_grad_cam(slearn, sbatch):
+    from pytorch_grad_cam.metrics.cam_mult_image import DropInConfidence, IncreaseInConfidence
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    xb,maps,_,_ = sbatch
+    m = slearn.model.eval()
+    d,inc = drop_increase(slearn, xb, maps)
+    with torch.no_grad(): out = m(xb)
+    Y = out.softmax(1).max(1).values
+    # pytorch-grad-cam multiplies the normalised input by the map as given and reports the absolute drop Y-O
+    cams = min_max_scale(upsample(maps, 64)).numpy()
+    tg = [ClassifierOutputSoftmaxTarget(int(c)) for c in out.argmax(1)]
+    ref_d = DropInConfidence()(xb, cams, tg, m)
+    ref_i = IncreaseInConfidence()(xb, cams, tg, m)
+    torch.testing.assert_close(d*Y/100, torch.tensor(ref_d, dtype=torch.float32).flatten(), atol=1e-5, rtol=0)
+    assert inc.tolist()==[bool(v) for v in np.ravel(ref_i)]
+
+def test_drop_increase_batch_is_items(slearn, sbatch):
+    xb,maps,_,_ = sbatch
+    d,inc = drop_increase(slearn, xb, maps)
+    one = [drop_increase(slearn, xb[i:i+1], maps[i:i+1]) for i in range(len(xb))]
+    torch.testing.assert_close(torch.cat([o[0] for o in one]), d, atol=1e-4, rtol=0)
+
+# --- sanity check
+
+def test_randomise_is_seeded_and_leaves_global_rng():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    p0 = [p.clone() for p in m.parameters()]
+    st = torch.get_rng_state()
+    a = [p.clone() for p in randomise_(m, seed=3).parameters()]
+    assert torch.equal(st, torch.get_rng_state())
+    assert not torch.equal(a[0], p0[0])
+    b = [p.clone() for p in randomise_(m, seed=3).parameters()]
+    assert all(torch.equal(x, y) for x,y in zip(a, b))
+
+def test_randomise_without_reset_parameters():
+    class Scale(nn.Module):
+        def __init__(self): super().__init__(); self.w = nn.Parameter(torch.full((50,), 2.)); self.v = nn.Parameter(torch.linspace(0, 1, 50))
+    s = Scale()
+    randomise_(s)
+    assert s.w.std() > 0 and s.v.std().item() == pytest.approx(torch.linspace(0, 1, 50).std().item(), rel=.5)
+
+def test_cascade_blocks(learn, slearn):
+    assert cascade_blocks(slearn)==['1.2', '0.3', '0.2', '0.1', '0.0']
+    bl = cascade_blocks(learn)                                   # vision_learner: head layers, then the resnet body's
+    assert bl[0]=='1.8' and bl[-1]=='0.0' and '0.7' in bl and bl.index('0.7') < bl.index('0.4')
+
+def test_sanity_check_leaves_model_untouched(learn, files):
+    m = learn.model.train()
+    xb,yb = learn.dls.one_batch()
+    learn.loss_func(m(xb), yb).backward()                        # .grad filled, train mode, as mid-training
+    learn.freeze()
+    x = to_batch(learn, files)                                   # reading files goes through a DataLoader, which draws a seed
+    s,rng = snapshot(m),torch.get_rng_state()
+    r = learn.cam_sanity_check(x, 'gradcampp', blocks=['1.8', '1.4', '0.7', '0.0'])
+    assert_same(m, s)
+    assert torch.equal(rng, torch.get_rng_state())               # the random weights come from their own seed
+    assert list(r.df.randomised)==['(none)', '1.8', '1.4', '0.7', '0.0'] and r.maps.shape==(5, 4, 64, 64)
+    with pytest.raises(LayerError): learn.cam_sanity_check(files, 'gradcam', layer='nope')  # a failing call too
+    assert_same(m, s)
+
+@pytest.mark.parametrize('ctx', [torch.no_grad, torch.inference_mode])
+def test_sanity_check_under_grad_modes(slearn, sbatch, ctx):
+    xb = sbatch[0][:2]
+    ref = sanity_check(slearn, xb, blocks=['1.2', '0.3'])
+    s = snapshot(slearn.model)
+    with ctx(): r = sanity_check(slearn, xb, blocks=['1.2', '0.3'])
+    assert_same(slearn.model, s)
+    torch.testing.assert_close(r.spearman, ref.spearman)
+
+def test_sanity_check_batch_is_items(slearn, sbatch):
+    xb = sbatch[0][:4]
+    r = sanity_check(slearn, xb, 'gradcam')
+    for i in range(4):
+        ri = sanity_check(slearn, xb[i:i+1], 'gradcam')
+        torch.testing.assert_close(ri.spearman[:,0], r.spearman[:,i], atol=1e-5, rtol=0, equal_nan=True)
+        torch.testing.assert_close(ri.ssim[:,0], r.ssim[:,i], atol=1e-5, rtol=0)
+
+def test_sanity_check_tells_methods_apart(slearn, sbatch):
+    xb = sbatch[0]
+    g = slearn.cam_sanity_check(xb, 'gradcam')
+    e = slearn.cam_sanity_check(xb, 'eigencam', blocks=['1.2'])
+    # Grad-CAM follows the weights; Eigen-CAM, which ignores the head, cannot change when only the head is random
+    assert g.df.spearman.iloc[-1] < .5
+    assert e.df.spearman.iloc[-1]==pytest.approx(1., abs=1e-6)
+    assert g.maps.shape==(6, 6, 64, 64) and 0<=g.maps.min() and g.maps.max()<=1
+    ax = g.plot(); g.show([0,1])
+    import matplotlib.pyplot as plt; plt.close('all')
+
+# --- evaluate_cams
+
+def test_evaluate_cams_on_shapes(slearn, sbatch):
+    xb,maps,mk,bx = sbatch
+    r = slearn.evaluate_cams(n=6, methods=['gradcam', 'uniform'], steps=4, bs=5, progress=False)
+    assert list(r.df.index)==['gradcam','uniform'] and list(r.df.columns)==list(trust_metrics)
+    it = r.items['gradcam']
+    assert len(it)==6 and r.n==6
+    # the same numbers as the functions themselves, on the same items
+    np.testing.assert_allclose(it.pointing, pointing_game(maps, mk, 15/224*64).numpy())
+    np.testing.assert_allclose(it.peak_in_mask, pointing_game(maps, mk).numpy())
+    np.testing.assert_allclose(it.energy, energy_pointing_game(maps, mk).numpy(), atol=1e-6)
+    np.testing.assert_allclose(it.box_iou, box_iou(cam_to_box(maps, 64), bx).numpy(), atol=1e-6)
+    np.testing.assert_allclose(it.deletion, deletion(slearn, xb, maps, steps=4)[0].numpy(), atol=1e-5)
+    assert r.df.loc['gradcam','avg_drop']==pytest.approx(drop_increase(slearn, xb, maps)[0].mean().item(), abs=1e-4)
+    assert r.curves['gradcam']['insertion'].shape==(6, 5)
+    assert r.df.loc['uniform','energy']==pytest.approx(mk.float().mean().item(), abs=1e-5)
+    for k in ('pointing','energy','deletion'):  # means in float64, so that 19 hits of 20 is exactly 0.95
+        assert r.df.loc['gradcam',k]==it[k].astype(np.float64).mean()
+    assert 'pointing' in repr(r) and '<table' in r._repr_html_()
+    r.plot_curves(); import matplotlib.pyplot as plt; plt.close('all')
+
+def test_evaluate_cams_batches_and_targets(slearn):
+    a = slearn.evaluate_cams(n=10, methods=['gradcam'], metrics=['pointing','energy','deletion'], steps=4, progress=False)
+    dl = slearn.dls.valid.new(bs=3)                               # 10 items in batches of 3: the last is cut
+    b = slearn.evaluate_cams(dl, n=10, methods=['gradcam'], metrics=['pointing','energy','deletion'], steps=4, progress=False)
+    for k in ('pointing','energy','deletion'): np.testing.assert_allclose(b.items['gradcam'][k], a.items['gradcam'][k], atol=1e-5)
+    c = slearn.evaluate_cams(n=10, methods=['gradcam'], metrics=['deletion'], steps=4, target='actual', progress=False)
+    lbl = slearn.dls.shapes.labels[np.array(slearn.dls.valid.items[:10])]
+    xb = to_batch(slearn, list(slearn.dls.shapes.images[np.array(slearn.dls.valid.items[:10])]))
+    ref,_ = deletion(slearn, xb, slearn.gradcam(xb, target=list(lbl)), target=list(lbl), steps=4)
+    np.testing.assert_allclose(c.items['gradcam'].deletion, ref.numpy(), atol=1e-5)
+
+def test_evaluate_cams_user_masks_boxes_and_functions(learn, dls):
+    dl = dls.valid
+    n = len(dl.dataset)
+    boxes = torch.tensor([[8,8,40,40]]*n)
+    r = learn.evaluate_cams(dl, boxes=boxes, methods=['gradcam', GradCAMpp(), 'edge', lambda xb: xb.mean(1)],
+                            metrics=['pointing','box_iou','insertion'], steps=2, progress=False)
+    assert list(r.df.index)==['gradcam','gradcampp','edge','<lambda>']
+    assert r.df.notna().all().all()
+    r1 = learn.evaluate_cams(dl, boxes, methods=['gradcam'], metrics=['pointing','box_iou'], progress=False)  # boxes in the masks' place
+    np.testing.assert_allclose(r1.items['gradcam'].box_iou, r.items['gradcam'].box_iou)
+    masks = boxes_to_masks(boxes, 64)
+    r2 = learn.evaluate_cams(dl, masks=masks, methods=['gradcam'], metrics=['pointing','box_iou'], progress=False)
+    np.testing.assert_allclose(r2.items['gradcam'].pointing, r.items['gradcam'].pointing)
+    np.testing.assert_allclose(r2.items['gradcam'].box_iou, r.items['gradcam'].box_iou)
+
+def test_evaluate_cams_errors(learn, dls):
+    with pytest.raises(TruthError, match='masks=.*boxes='): learn.evaluate_cams(progress=False)
+    with pytest.raises(TruthError, match='for 4 items'): learn.evaluate_cams(boxes=torch.zeros(2,4), progress=False)
+    with pytest.raises(CAMError, match='Unknown metric'): learn.evaluate_cams(metrics=['pointing_gam'], boxes=torch.zeros(4,4), progress=False)
+    with pytest.raises(CAMError, match='Unknown method'): learn.evaluate_cams(methods=['gradcan'], metrics=['deletion'], progress=False)
+    assert issubclass(TruthError, CAMError) and issubclass(TruthError, ValueError)
+    r = learn.evaluate_cams(metrics=['deletion','avg_inc'], methods=['gradcam'], steps=2, progress=False)  # no truth needed
+    assert list(r.df.columns)==['deletion','avg_inc']
+
+def test_evaluate_cams_leaves_state(learn, dls):
+    m = learn.model.train()
+    xb,yb = learn.dls.one_batch()
+    learn.loss_func(m(xb), yb).backward()
+    s = snapshot(m)
+    bx = torch.tensor([[8,8,40,40]]*4)
+    learn.evaluate_cams(boxes=bx, methods=['gradcam','scorecam','guided_backprop'], metrics=['pointing','deletion','avg_drop'], steps=2,
+                        method_kwargs={'scorecam': dict(max_channels=8)}, progress=False)
+    assert_same(m, s)
+    def boom(xb): raise RuntimeError('boom')
+    with pytest.raises(RuntimeError, match='boom'): learn.evaluate_cams(boxes=bx, methods=['gradcam', boom], steps=2, progress=False)  # fails part-way
+    assert_same(m, s)
+
+def test_progress_follows_no_bar(slearn, capsys):
+    with slearn.no_bar(): slearn.evaluate_cams(n=2, methods=['uniform'], metrics=['pointing'])
+    assert '█' not in capsys.readouterr().out
+    slearn.evaluate_cams(n=2, methods=['uniform'], metrics=['pointing'], progress=True)
+    assert '█' in capsys.readouterr().out
+
+# --- the benchmark script
+
+def test_quality_benchmark_quick(tmp_path):
+    out = tmp_path/'QUALITY.md'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'quality.py'), '--quick', '--out', str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-3000:]
+    txt = out.read_text()
+    for k in ('| gradcam |', '| scorecam |', '| guided_gradcam |', '| uniform (baseline) |', '| random (baseline) |', '| +1.2 |', 'Spearman'):
+        assert k in txt, k
+    assert len(re.findall(r'\*\*(met|not met)\*\*', txt))>=5
