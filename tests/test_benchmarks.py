@@ -11,3 +11,25 @@ def test_scorecam_benchmark_quick():
     assert len(re.findall(r"\| fast_cam max_channels=\d+", r.stdout))==16
     err = float(re.search(r'max abs difference ([\d.]+e[+-]\d+|[\d.]+\d)', r.stdout).group(1))
     assert err < 1e-4, 'the exact map agrees with torchcam'
+
+def test_speed_benchmark_quick(tmp_path):
+    out = tmp_path/'RESULTS.md'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'speed.py'), '--quick', '--out', str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-2000:]
+    s = r.stdout
+    for t in ('### CAM (', '### Grad-CAM (', '### Grad-CAM++', '### LayerCAM', '### Guided backprop', '### Score-CAM', "### Top-losses grid"):
+        assert t in s, t
+    # every table has the reference, fast_cam and a ratio for each peer that implements the method
+    for blk in s.split('### ')[1:]:
+        head = next(l for l in blk.splitlines() if l.startswith('| |'))
+        cols = [c.strip() for c in head.strip('|').split('|')]
+        rows = {l.split('|')[1].strip(): [c.strip() for c in l.strip('|').split('|')] for l in blk.splitlines() if l.startswith('| ') and not l.startswith('| |')}
+        assert 'reference' in rows and 'fast_cam' in rows
+        peers = [c for c in cols if c.startswith('speed-up over')]
+        assert peers and all(re.fullmatch(r'\d+\.\d+×', rows['fast_cam'][cols.index(c)]) for c in peers + ['× reference'])
+    # the peak-memory subprocesses report a number for Grad-CAM
+    gc = s.split('### Grad-CAM (')[1].split('###')[0]
+    fc = [l for l in gc.splitlines() if l.startswith('| fast_cam |')][0]
+    assert re.search(r'\| \d+ \|', fc), fc
+    assert 'Spearman with exact' in s and 'max abs difference' in s
+    assert not out.exists(), '--quick never writes the results file'
