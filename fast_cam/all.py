@@ -10,6 +10,7 @@ __all__ = []
 # %% ../nbs/99_all.ipynb #078a926b
 import fast_cam.core as _core, fast_cam.capture as _capture, fast_cam.methods as _methods, fast_cam.guided as _guided, fast_cam.scorecam as _scorecam
 import fast_cam.learner as _learner, fast_cam.show as _show, fast_cam.interpret as _interpret, fast_cam.data as _data
+import fast_cam.callback as _callback, fast_cam.metrics as _metrics
 from .core import *
 from .capture import *
 from .methods import *
@@ -19,5 +20,7 @@ from .learner import *
 from .show import *
 from .interpret import *
 from .data import *
+from .callback import *
+from .metrics import *
 
-__all__ = [n for mod in (_core,_capture,_methods,_guided,_scorecam,_learner,_show,_interpret,_data) for n in mod.__all__]
+__all__ = [n for mod in (_core,_capture,_methods,_guided,_scorecam,_learner,_show,_interpret,_data,_callback,_metrics) for n in mod.__all__]

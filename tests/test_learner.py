@@ -163,3 +163,12 @@ def test_no_graph_before_the_layer(learn, files):
         learn.guided_backprop(files)
         assert seen[-1]==(True, True)
     finally: h.remove()
+
+def test_all_exports_every_module():
+    "`from fast_cam.all import *` gives the public API of every module but the command line"
+    import importlib, pkgutil, fast_cam, fast_cam.all as A
+    mods = [n for _,n,_ in pkgutil.iter_modules(fast_cam.__path__) if not n.startswith('_') and n not in ('all','cli')]
+    assert {'callback','metrics','methods','core'} <= set(mods)
+    for n in mods:
+        missing = [o for o in importlib.import_module(f'fast_cam.{n}').__all__ if o not in A.__all__ or not hasattr(A, o)]
+        assert not missing, (n, missing)
