@@ -1,6 +1,6 @@
 """Speed and peak memory: fast_cam against pytorch-grad-cam, torchcam and captum, on the same model and input, in one run.
 
-    python benchmarks/speed.py             # the full table, written to benchmarks/RESULTS.md (about 10 minutes on 2 cores)
+    python benchmarks/speed.py             # the full table, written to benchmarks/RESULTS.md (about 25 minutes on 2 cores, training included)
     python benchmarks/speed.py --quick     # tiny inputs, 1 repetition: only shows that the script works
 
 Every method is timed against a reference that does the least work the method could possibly do: a no-grad forward for the
@@ -224,10 +224,11 @@ def run_case(case):
     res = {key: dict(med=float(np.median(v)), lo=float(np.min(v)), hi=float(np.max(v))) for key,v in ts.items()}
     if case=='scorecam':  # fidelity of the fast mode: rank correlation with the exact map, one image per repetition
         m,x,_ = setup(case)
+        exact = [fs['fast_cam'](r)[0] for r in range(reps)]  # the exact map of each repetition's image, once
         for k in K:
             rho = []
             for r in range(reps):
-                ex,fm = fs['fast_cam'](r)[0],fs[f'fast_cam:{k}'](r)[0]
+                ex,fm = exact[r],fs[f'fast_cam:{k}'](r)[0]
                 rho.append(spearman(upsample(ex[None], x.shape[-2:]), upsample(fm[None], x.shape[-2:])) if ex.max()>0 else 1.)
             res[f'fast_cam:{k}']['rho'] = (float(np.median(rho)), float(np.min(rho)))
         tc = make(case, 'torchcam')(0)[0][0]
