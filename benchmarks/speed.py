@@ -34,7 +34,7 @@ import captum, torchcam, torchcam.methods as tcm
 import pytorch_grad_cam as pgc
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from captum.attr import LayerGradCam, GuidedBackprop as CaptumGB
-import fast_cam
+import fast_cam, fast_cam.metrics
 from fast_cam.all import *
 from fast_cam.data import Shapes
 
@@ -207,10 +207,7 @@ def mem(case, lib):
 def timeit(f, r):
     sync(); t0 = time.perf_counter(); f(r); sync(); return time.perf_counter()-t0
 
-def spearman(u, v):
-    rk = lambda t: t.flatten().argsort().argsort().double()
-    u,v = rk(u),rk(v); u,v = u-u.mean(),v-v.mean()
-    return float((u*v).sum()/((u*u).sum()*(v*v).sum()).sqrt())
+def spearman(u, v): return float(fast_cam.metrics.spearman(u, v)[0])  # ties (the zeros after the ReLU) share their average rank
 
 def run_case(case):
     libs = ['reference','fast_cam'] + PEERS[case]
