@@ -29,13 +29,13 @@ layer = cam_layer(learn)
 name = module_name(m, layer)
 k_all = [o.out_channels for o in layer.modules() if isinstance(o, torch.nn.Conv2d)][-1]
 ks = [k for k in (8, 16, 24, 32) if k < k_all]
-modes = [(sel,fill) for sel in ('variance','gradcam') for fill in ('mean','zero')]
+modes = [(sel,fill) for sel in ('taylor','variance','gradcam') for fill in ('min','mean','zero')]
 fast = [(sel,fill,k) for sel,fill in modes for k in ks]
 items = learn.dls.valid.items[:n]
 xs = [to_batch(learn, [learn.dls.shapes.images[i]]) for i in items]
 with torch.no_grad(): tg = [int(m(x).argmax()) for x in xs]
 
-def t_ours(x, t, k=None, sel='variance', fill='mean'):
+def t_ours(x, t, k=None, sel='taylor', fill='min'):
     t0 = time.perf_counter(); r = explain(m, x, 'scorecam', target=t, bs=a.bs, max_channels=k, select=sel, fill=fill, bar=False)
     return time.perf_counter()-t0, r[0]
 def t_torchcam(x, t):

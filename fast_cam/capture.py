@@ -32,8 +32,8 @@ def _detach_out(o):
     return o
 
 # %% ../nbs/01_capture.ipynb #69db1bf6
-def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, trace=False):
-    "One forward of `m` on `xb` keeping the output of each of `layers`; gradients of the target scores if `grad`, guided input gradients if `guided`"
+def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, trace=False, input_grad=False):
+    "One forward of `m` on `xb` keeping the output of each of `layers`; gradients of the target scores if `grad`, input gradients if `input_grad` (guided if `guided`)"
     m = as_model(m)
     layers = list(layers)
     acts,order,hs = {},[],[]
@@ -50,10 +50,11 @@ def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, 
     def _guide(g): return g.clamp(min=0) if st.guided else None
     def _relu_hook(mod, i, o):
         if o.requires_grad: o.register_hook(_guide); st.n_relu += 1
-    with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(guided):
+    ingrad = guided or input_grad
+    with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad):
         xin = xb.detach()
         if xin.is_inference(): xin = xin.clone()
-        if guided: xin = xin.clone().requires_grad_()
+        if ingrad: xin = xin.clone().requires_grad_()
         try:
             for l in layers: hs.append(l.register_forward_hook(_layer_hook))
             if guided: hs += [o.register_forward_hook(_relu_hook) for o in m.modules() if isinstance(o, nn.ReLU)]
@@ -64,16 +65,16 @@ def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, 
             for h in hs: h.remove()
         missing = [l for l in layers if l not in acts]
         if missing: raise LayerError(f"Layer {module_name(m, missing[0])!r} did not run in the model's forward pass: pick a layer the model uses (see `arch_summary`).")
-        need_scores = grad or guided or not (isinstance(target,str) and target=='all')
-        with torch.set_grad_enabled(grad or guided):
+        need_scores = grad or ingrad or not (isinstance(target,str) and target=='all')
+        with torch.set_grad_enabled(grad or ingrad):
             scores,idx = target_scores(target, out, vocab) if need_scores else (None,None)
         grads = xgrad = None
         if grad and layers:
             if not scores.requires_grad: raise LayerError("The target scores do not depend on the chosen layer(s): pick a layer on the path to the output.")
-            grads = torch.autograd.grad(scores.sum(), [acts[l] for l in layers], retain_graph=guided, allow_unused=True)
+            grads = torch.autograd.grad(scores.sum(), [acts[l] for l in layers], retain_graph=ingrad, allow_unused=True)
             if any(g is None for g in grads): raise LayerError("The target scores do not depend on one of the chosen layers: pick layers on the path to the output.")
             grads = [_f32(g) for g in grads]
-        if guided:
-            st.guided = True
+        if ingrad:
+            st.guided = guided
             xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
         return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)

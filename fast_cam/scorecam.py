@@ -13,29 +13,50 @@ from .capture import *
 from .methods import *
 
 # %% auto #0
-__all__ = ['ScoreCAM']
+__all__ = ['up_adjoint', 'channel_info', 'ScoreCAM']
+
+# %% ../nbs/02a_scorecam.ipynb #3e5c9966
+def _lin_interp(n_in, n_out, device=None):
+    "The `n_out × n_in` matrix of 1-d linear upsampling, as `F.interpolate(mode='bilinear', align_corners=False)` does along one axis"
+    return F.interpolate(torch.eye(n_in, device=device)[None,None], size=(n_out, n_in), mode='bilinear', align_corners=False)[0,0]
+
+def up_adjoint(g, hw):
+    "Adjoint of bilinear upsampling from `hw` to `g`'s size: ⟨upsample(z), g⟩ = ⟨z, up_adjoint(g, hw)⟩ for every `z`"
+    ry,rx = _lin_interp(hw[0], g.shape[-2], g.device),_lin_interp(hw[1], g.shape[-1], g.device)
+    return ry.T @ g.float() @ rx
+
+_selects = ('taylor','variance','gradcam')
+def channel_info(select, a, grad=None, xgrad=None, xb=None):
+    "How likely each channel of `a` (n,k,h,w) is to score high in Score-CAM: its top `max_channels` get a masked forward"
+    if select=='variance': return a.flatten(2).var(2)                      # Faster Score-CAM
+    if select=='gradcam':  return grad.mean((2,3))*a.mean((2,3))           # Grad-CAM contribution α_k·mean(A_k)
+    # first order: y(x⊙M_k) ≈ y(x) - ⟨∇y⊙x, 1-M_k⟩, so rank by ⟨∇y⊙x, M_k⟩, on the small maps through the adjoint
+    lo,hi = a.amin((2,3), keepdim=True),a.amax((2,3), keepdim=True)
+    gx = up_adjoint((xgrad*xb.float()).sum(1), a.shape[-2:])
+    return ((a-lo)/(hi-lo+1e-8)*gx[:,None]).sum((2,3))
+
 
 # %% ../nbs/02a_scorecam.ipynb #7f06dbec
 class ScoreCAM(CAMMethod):
-    "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the most varying channels"
+    "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the channels likeliest to score high"
     name,needs_grad = 'scorecam',False
-    def __init__(self, bs=32, max_channels=None, select='variance', fill='mean', bar=None): store_attr()
+    def __init__(self, bs=32, max_channels=None, select='taylor', fill='min', bar=None): store_attr()
 
     def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None, bar=None, fuse='max'):
         if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
         bs,kmax,bar = ifnone(bs, self.bs),ifnone(max_channels, self.max_channels),ifnone(bar, self.bar)
         select,fill = ifnone(select, self.select),ifnone(fill, self.fill)
-        if select not in ('variance','gradcam'): raise CAMError(f"`select` must be 'variance' or 'gradcam', got {select!r}.")
-        if fill not in ('mean','zero'): raise CAMError(f"`fill` must be 'mean' or 'zero', got {fill!r}.")
+        if select not in _selects: raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
+        if fill not in ('min','mean','zero'): raise CAMError(f"`fill` must be 'min', 'mean' or 'zero', got {fill!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
-        c = capture(m, xb, ls, target, vocab, grad=kmax is not None and select=='gradcam')
+        fast = kmax is not None
+        c = capture(m, xb, ls, target, vocab, grad=fast and select=='gradcam', input_grad=fast and select=='taylor')
         fn = target if callable(target) and not isinstance(target, (str,Tensor)) else None
         maps = []
         for j,(l,a) in enumerate(zip(ls, c.acts)):
             check_spatial(m, l, a, self.name)
-            # how informative a channel is: its spatial variance (Faster Score-CAM), or its Grad-CAM contribution α_k·mean(A_k)
-            info = a.flatten(2).var(2) if select=='variance' else (c.grads[j].mean((2,3))*a.mean((2,3)))
+            info = channel_info(select, a, c.grads[j] if c.grads else None, c.xgrad, xb) if fast else None
             maps.append(self._one(m, xb, a, c.idx, fn, bs, kmax, info, fill, bar))
         return fuse_maps(maps, fuse), c.out
 
@@ -67,8 +88,8 @@ class ScoreCAM(CAMMethod):
             s = torch.where(const[i,ch], scores[i,k], scores[i,ch])
             if len(ch)==k or fill=='zero': w[i,ch] = s.softmax(0)
             else:
-                # channels not scored get the mean score of the scored ones: they keep a share of the softmax
-                full = s.new_full((k,), float(s.mean())); full[ch] = s
+                # channels not scored keep a share of the softmax: the lowest score of the scored ones, or their mean
+                full = s.new_full((k,), float(s.min() if fill=='min' else s.mean())); full[ch] = s
                 w[i] = full.softmax(0)
         return F.relu(torch.einsum('nk,nkhw->nhw', w, a))
 

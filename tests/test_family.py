@@ -149,8 +149,8 @@ def test_smoothgrad(learn, files):
 
 def test_scorecam_options(learn, files):
     ex = learn.heatmap(files, method='scorecam', target=1)
-    for sel in ('variance','gradcam'):
-        for fill in ('mean','zero'):
+    for sel in ('taylor','variance','gradcam'):
+        for fill in ('min','mean','zero'):
             fm = learn.heatmap(files, method='scorecam', target=1, max_channels=16, select=sel, fill=fill)
             assert fm.shape==ex.shape and torch.isfinite(fm).all()
     assert torch.allclose(learn.heatmap(files, method='scorecam', target=1, max_channels=512), ex, atol=1e-6)
