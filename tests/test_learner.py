@@ -108,7 +108,8 @@ def test_batch_equals_items(learn, cam_learn, files, method):
     tg = [1,0,1,0]
     batch = l.heatmap(xb, method=method, target=tg)
     items = torch.cat([l.heatmap(xb[i:i+1], method=method, target=tg[i]) for i in range(len(xb))])
-    assert batch.abs().max()>0 and rel_err(batch, items) < 1e-5
+    # float32: the batched and single-item convolutions sum in different orders, and the map cancels (most of it is ReLU-clipped)
+    assert batch.abs().max()>0 and rel_err(batch, items) < 1e-4
     assert [t is not None for t in tg]  # per-item targets, not only item 0's
 
 def test_inplace_relu_after_layer():
