@@ -13,7 +13,7 @@ from .capture import *
 from .methods import *
 
 # %% auto #0
-__all__ = ['up_adjoint', 'channel_info', 'ScoreCAM']
+__all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'ScoreCAM']
 
 # %% ../nbs/02a_scorecam.ipynb #3e5c9966
 def _lin_interp(n_in, n_out, device=None):
@@ -25,15 +25,19 @@ def up_adjoint(g, hw):
     ry,rx = _lin_interp(hw[0], g.shape[-2], g.device),_lin_interp(hw[1], g.shape[-1], g.device)
     return ry.T @ g.float() @ rx
 
+def channel_masks(a):
+    "Each channel of `a` (n,k,h,w) min-max scaled to [0,1], as torchcam scales Score-CAM's masks"
+    lo,hi = a.amin((2,3), keepdim=True),a.amax((2,3), keepdim=True)
+    return (a-lo)/(hi-lo+1e-8)
+
 _selects = ('taylor','variance','gradcam')
 def channel_info(select, a, grad=None, xgrad=None, xb=None):
     "How likely each channel of `a` (n,k,h,w) is to score high in Score-CAM: its top `max_channels` get a masked forward"
     if select=='variance': return a.flatten(2).var(2)                      # Faster Score-CAM
     if select=='gradcam':  return grad.mean((2,3))*a.mean((2,3))           # Grad-CAM contribution α_k·mean(A_k)
     # first order: y(x⊙M_k) ≈ y(x) - ⟨∇y⊙x, 1-M_k⟩, so rank by ⟨∇y⊙x, M_k⟩, on the small maps through the adjoint
-    lo,hi = a.amin((2,3), keepdim=True),a.amax((2,3), keepdim=True)
     gx = up_adjoint((xgrad*xb.float()).sum(1), a.shape[-2:])
-    return ((a-lo)/(hi-lo+1e-8)*gx[:,None]).sum((2,3))
+    return (channel_masks(a)*gx[:,None]).sum((2,3))
 
 
 # %% ../nbs/02a_scorecam.ipynb #7f06dbec
@@ -63,9 +67,8 @@ class ScoreCAM(CAMMethod):
     def _one(self, m, xb, a, idx, fn, bs, kmax, info, fill, bar):
         m = as_model(m)
         n,k = a.shape[:2]
-        lo,hi = a.amin((2,3), keepdim=True),a.amax((2,3), keepdim=True)
-        masks = torch.cat([(a-lo)/(hi-lo+1e-8), torch.zeros_like(a[:,:1])], 1)  # torchcam's scaling; channel k: the zero mask
-        const = (hi==lo)[...,0,0]                                                # these channels all give the zero mask
+        masks = torch.cat([channel_masks(a), torch.zeros_like(a[:,:1])], 1)  # channel k: the zero mask
+        const = (a.amax((2,3))==a.amin((2,3)))                               # these channels all give the zero mask
         chans = [torch.arange(k, device=a.device) if kmax is None or kmax>=k else info[i].topk(kmax).indices for i in range(n)]
         # one forward per (item, channel) whose mask is its own, and one per item for the shared zero mask
         I = torch.cat([torch.full((len(ch),), i, device=a.device) for i,ch in enumerate(chans)])
