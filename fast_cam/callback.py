@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from .methods import get_method
 from .learner import explain
-from .show import show_heatmap, show_guided, _decode, _is_guided
+from .show import show_heatmap, show_guided, _decode
+
 
 # %% auto #0
 __all__ = ['keep_rng', 'CAMHistory', 'CAMCallback', 'GatherCAMsCallback']
@@ -79,7 +80,7 @@ class CAMHistory:
     def _label(self, c): return str(self.vocab[c]) if self.vocab is not None and 0<=c<len(self.vocab) else str(c)
     def _ep(self, e): return 'start' if e<0 else f'epoch {e}'
     @property
-    def guided(self): return _is_guided(get_method(self.method))
+    def guided(self): return get_method(self.method).guided
 
     def _select(self, epochs):
         if not self.records: raise CAMError("The history is empty: train with the callback first, e.g. `learn.fit(1, cbs=CAMCallback())`.")
@@ -115,7 +116,11 @@ class CAMHistory:
     def show(self,
              epochs=None, # Epochs to show (`-1` is the start); None: all recorded
              shared=True, # One colour scale per item across epochs, so growing attention looks like growth
-             alpha=0.6, cmap='magma', figsize=None, **kwargs):
+             alpha=0.6, # Opacity of the heatmap over the image
+             cmap='magma', # Matplotlib colour map of the heatmap
+             figsize=None, # Figure size; None: 1.4 × 1.5 inches per map
+             **kwargs # Passed on to `show_heatmap` (e.g. `interpolation`)
+            ):
         "Draw the maps as a grid, one row per recorded epoch and one column per item; returns the axes"
         rs,n = self._select(epochs),len(self.imgs)
         axs = get_grid(len(rs)*n, nrows=len(rs), ncols=n, figsize=ifnone(figsize, (1.4*n, 1.5*len(rs))))
@@ -143,6 +148,7 @@ class CAMHistory:
         frames[0].save(fn, format='GIF', save_all=True, append_images=frames[1:], duration=duration, loop=0)
         return fn
 
+
 # %% ../nbs/07_callback.ipynb #0bea7ce3
 class CAMCallback(Callback):
     "Record the maps of fixed items after every `every` epochs in `learn.cam_history`, without changing training"
@@ -162,7 +168,7 @@ class CAMCallback(Callback):
         if isinstance(every, bool) or not isinstance(every, int) or every<1: raise CAMError(f"`every` must be an int >= 1 (record every `every` epochs), got {every!r}.")
         if items is None and (isinstance(n, bool) or not isinstance(n, int) or n<1): raise CAMError(f"`n` must be an int >= 1 (how many validation items to follow), got {n!r}.")
         get_method(method)
-        if isinstance(target, str) and target=='all': raise TargetError("CAMCallback follows one map per item: pass a single class, one per item, 'label' or None, not target='all'.")
+        if is_all(target): raise TargetError("CAMCallback follows one map per item: pass a single class, one per item, 'label' or None, not target='all'.")
         store_attr('items,n,method,layer,every,target,at_start,reset,kwargs')
         self.history,self.seen,self.trained = None,0,False
 
@@ -195,15 +201,17 @@ class CAMCallback(Callback):
 
     def _record(self, epoch):
         t = self.target
-        if isinstance(t, str) and t in ('label','actual'):
-            t = self.history.targs
-            if t is None: raise TargetError("target='label' explains each item's actual class, but the fixed items have no labels: "
+        if is_label(t):
+            if self.history.targs is None: raise TargetError("target='label' explains each item's actual class, but the fixed items have no labels: "
                                             "pass items in the data set's form (as in `dls.valid.items`), or use `target=None`.")
+            t = Labels(self.history.targs)  # multi-label: each item's positive label the model scores highest (see `resolve_target`)
         # `explain` runs in eval mode (no BatchNorm update), takes no gradient of a parameter, and restores every flag
         with keep_rng(): maps,probs = explain(self.learn, self.xs, self.method, t, self.layer, with_preds=True, **self.kwargs)
         probs = probs.float().cpu()
-        custom = callable(t) and not isinstance(t, (str,Tensor))
-        tg = torch.full((len(probs),), -1) if custom else resolve_target(t, probs, self.history.vocab).cpu()
+        custom = is_custom(t)
+        rg = self.kwargs.get('region')
+        tg = torch.full((len(probs),), -1) if custom else resolve_target(t if rg is None else SegTarget(t, rg), probs, self.history.vocab).cpu()
+        if probs.ndim==4: probs = probs.flatten(2).mean(2)  # segmentation: each class's share of the image, so `probs` stays [items, classes]
         self.history.add(epoch, maps.float().cpu(), probs, tg)
 
     def _hist(self):
@@ -219,14 +227,13 @@ class CAMCallback(Callback):
         "`CAMHistory.save_strip`"
         return self._hist().save_strip(fn, epochs, **kwargs)
 
+
 # %% ../nbs/07_callback.ipynb #ef0a093f
 def _size(size):
     if size is None or size=='input': return size
     if isinstance(size, int) and not isinstance(size, bool) and size>0: return (size,size)
     if isinstance(size, (tuple,list)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size): return tuple(size)
     raise CAMError(f"`size` must be None (feature resolution), 'input', an int or (H, W); got {size!r}.")
-
-def _is_label(t): return isinstance(t, str) and t in ('label','actual')
 
 class GatherCAMsCallback(Callback):
     "Compute the maps of each batch of a `get_preds` run and gather them on the CPU; optionally write them to `out`"
@@ -246,10 +253,10 @@ class GatherCAMsCallback(Callback):
 
     def _target(self, ii):
         t = self.target
-        if _is_label(t):
+        if is_label(t):
             if not len(self.yb): raise TargetError("target='label' explains each item's actual class, but this DataLoader has no labels: "
                                                    "use `dls.test_dl(items, with_labels=True)`, or `target=None` for the predicted class.")
-            return self.yb[0].as_subclass(Tensor)
+            return Labels(self.yb[0])  # class indices, or multi-hot rows (see `resolve_target`)
         if isinstance(t, Tensor): return t[tensor(ii)]
         if isinstance(t, (list,tuple,np.ndarray)): return [t[i] for i in ii]
         return t
@@ -272,14 +279,14 @@ class GatherCAMsCallback(Callback):
         vocab,items = get_vocab(self.learn),getattr(self.dl, 'items', None)
         lbl = lambda c: str(vocab[c]) if vocab is not None and 0<=c<len(vocab) else str(c)
         ys = self.yb[0].as_subclass(Tensor).cpu() if len(self.yb) else None
-        custom = (callable(t) and not isinstance(t, (str,Tensor))) or (isinstance(t, str) and t=='all')
+        custom = is_custom(t) or is_all(t)
         tg = None if custom else resolve_target(t, probs, vocab).cpu()
         imgs = _decode(self.learn, xb) if self.overlays else None
-        guided = _is_guided(get_method(self.method))
+        guided = get_method(self.method).guided
         for j,i in enumerate(ii):
             p = int(probs[j].argmax())
             row = dict(idx=i, item=str(items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else str(i),
-                       actual=lbl(int(ys[j])) if ys is not None and ys.ndim==1 else '', predicted=lbl(p), probability=float(probs[j,p]),
+                       actual='' if ys is None else lbl(int(ys[j])) if ys.ndim==1 else ';'.join(lbl(int(c)) for c in ys[j].nonzero()[:,0]), predicted=lbl(p), probability=float(probs[j,p]),
                        explained='' if tg is None else lbl(int(tg[j])), map=f'{i:05d}.npy', overlay=f'{i:05d}.png' if self.overlays else '')
             np.save(self.out/row['map'], maps[j].numpy())
             if self.overlays:
@@ -293,6 +300,7 @@ class GatherCAMsCallback(Callback):
 
     def after_validate(self):
         if self.out is not None: pd.DataFrame(self.rows).sort_values('idx').to_csv(self.out/'manifest.csv', index=False)
+
 
 # %% ../nbs/07_callback.ipynb #80e6891e
 @patch
@@ -311,10 +319,11 @@ def get_cams(self:Learner,
     "Maps for a whole DataLoader, in data set order, on the CPU; with `with_preds`, `(maps, preds, targs)` as from `get_preds`"
     get_method(method); _size(size)
     if overlays and out is None: raise CAMError("`overlays=True` draws the overlays into a folder: pass `out=` as well.")
-    if overlays and isinstance(target, str) and target=='all': raise CAMError("Overlays need one map per item: target='all' gives one per class.")
+    if overlays and is_all(target): raise CAMError("Overlays need one map per item: target='all' gives one per class.")
     ov = {k:kwargs.pop(k) for k in ('alpha','cmap','figsize','dpi') if k in kwargs}
     cb = GatherCAMsCallback(method, target, layer, size, out, overlays, **ov, **kwargs)
     with ModelState(self.model): preds,targs = self.get_preds(ds_idx=ds_idx, dl=dl, cbs=cb)  # `get_preds` would leave the model in eval mode
     maps = torch.cat(cb.maps)
     if cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]  # the order `get_preds` returns
     return (maps, preds, targs) if with_preds else maps
+

@@ -10,20 +10,26 @@ from .core import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['Captured', 'capture']
+__all__ = ['Captured', 'no_autocast', 'capture']
 
 # %% ../nbs/01_capture.ipynb #76caa1b4
 class Captured:
-    "What one `capture` run returns: activations, gradients, model output, target classes"
+    "What one `capture` run returns: activations, gradients (`[C,n,...]` per layer for `target='all'`), model output, target classes"
     def __init__(self, acts, grads, out, idx, xgrad=None, order=None, n_relu=0): store_attr()
     def __repr__(self):
         return f"Captured(acts={[tuple(a.shape) for a in self.acts]}, grads={self.grads is not None}, xgrad={self.xgrad is not None})"
 
+
 # %% ../nbs/01_capture.ipynb #c629dd3f
 def _f32(t):
-    "Detached, and in float32 unless already float32 or float64: maps of half-precision models are computed in float32"
+    "Detached, and in float32 unless already float32 or float64: maps of half-precision (and autocast) models are computed in float32"
     t = t.detach()
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+def no_autocast(t):
+    "Context manager: `torch.autocast` off on `t`'s device, so the weighting and the sum run in float32 even inside the user's autocast"
+    # under autocast `einsum` and `@` would run in bfloat16/float16 again: off by about 1e-2, as if the model were half precision
+    return torch.autocast(t.device.type, enabled=False)
 
 def _detach_out(o):
     if isinstance(o, Tensor): return o.detach()
@@ -31,9 +37,31 @@ def _detach_out(o):
     if isinstance(o, dict): return {k:_detach_out(v) for k,v in o.items()}
     return o
 
+
 # %% ../nbs/01_capture.ipynb #69db1bf6
-def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, trace=False, input_grad=False):
-    "One forward of `m` on `xb` keeping the output of each of `layers`; gradients of the target scores if `grad`, input gradients if `input_grad` (guided if `guided`)"
+def _class_grads(scores, acts, batched=True):
+    "Gradients `[C,n,...]` of each column of `scores` `[n,C]` with respect to each of `acts`: C backward passes on one graph, vmapped if `batched`"
+    n,C = scores.shape
+    if batched:
+        eye = torch.eye(C, device=scores.device, dtype=scores.dtype)[:,None].expand(C, n, C)  # row c selects class c of every item
+        try: return list(torch.autograd.grad(scores, acts, eye, retain_graph=True, allow_unused=True, is_grads_batched=True))
+        except RuntimeError as e:
+            warnings.warn(f"fast_cam: the batched backward for target='all' failed ({str(e).splitlines()[0][:100]}); looping over the {C} classes instead.")
+    gs = [torch.autograd.grad(scores[:,c].sum(), acts, retain_graph=True, allow_unused=True) for c in range(C)]
+    return [None if g[0] is None else torch.stack(g) for g in zip(*gs)]
+
+def capture(m, # A `Learner` or an `nn.Module`
+            xb, # The normalised batch `[n,c,H,W]` the model takes (see `to_batch`)
+            layers=(), # Modules whose outputs to keep (see `resolve_layer`)
+            target=None, # None (predicted class), int, vocab label, one per item, 'all' or `f(output) -> scores[n]` (see `target_scores`)
+            vocab=None, # Class labels, to read a label `target`
+            grad=True, # Also the gradients of the target scores with respect to the outputs of `layers` (`[C,n,...]` for `target='all'`)
+            guided=False, # Also the input gradients with negative gradients zeroed at each `nn.ReLU` (guided backprop)
+            trace=False, # Record the order in which `layers` and the leaf modules ran, in `Captured.order`
+            input_grad=False, # Also the plain gradients of the target scores with respect to `xb`
+            batched=True # For `target='all'`: the C backward passes in one vmapped call (else a loop)
+           ):
+    "One forward of `m` on `xb`: the outputs of `layers`, the model's output, the target classes and the gradients asked for, as a `Captured`"
     m = as_model(m)
     layers = list(layers)
     acts,order,hs = {},[],[]
@@ -51,6 +79,7 @@ def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, 
     def _relu_hook(mod, i, o):
         if o.requires_grad: o.register_hook(_guide); st.n_relu += 1
     ingrad = guided or input_grad
+    if ingrad and is_all(target): raise TargetError("Input gradients are taken for one target per item; target='all' is for the CAM methods (see `CAMMethod.supports_all`).")
     with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad):
         xin = xb.detach()
         if xin.is_inference(): xin = xin.clone()
@@ -65,16 +94,19 @@ def capture(m, xb, layers=(), target=None, vocab=None, grad=True, guided=False, 
             for h in hs: h.remove()
         missing = [l for l in layers if l not in acts]
         if missing: raise LayerError(f"Layer {module_name(m, missing[0])!r} did not run in the model's forward pass: pick a layer the model uses (see `arch_summary`).")
-        need_scores = grad or ingrad or not (isinstance(target,str) and target=='all')
+        need_scores = grad or ingrad or not is_all(target)
         with torch.set_grad_enabled(grad or ingrad):
             scores,idx = target_scores(target, out, vocab) if need_scores else (None,None)
         grads = xgrad = None
         if grad and layers:
             if not scores.requires_grad: raise LayerError("The target scores do not depend on the chosen layer(s): pick a layer on the path to the output.")
-            grads = torch.autograd.grad(scores.sum(), [acts[l] for l in layers], retain_graph=ingrad, allow_unused=True)
+            la = [acts[l] for l in layers]
+            if scores.ndim==2: grads = _class_grads(scores, la, batched)
+            else: grads = torch.autograd.grad(scores.sum(), la, retain_graph=ingrad, allow_unused=True)
             if any(g is None for g in grads): raise LayerError("The target scores do not depend on one of the chosen layers: pick layers on the path to the output.")
             grads = [_f32(g) for g in grads]
         if ingrad:
             st.guided = guided
             xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
         return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)
+

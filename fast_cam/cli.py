@@ -15,20 +15,15 @@ from .methods import get_method
 from .show import *
 from .interpret import CAMInterpretation
 from .data import shapes_learner
+from .metrics import pointing_game
+
 
 # %% auto #0
-__all__ = ['peak_in_mask', 'run_demo', 'run_explain', 'fast_cam_demo', 'fast_cam_explain', 'main']
-
-# %% ../nbs/10_cli.ipynb #ad88777b
-def peak_in_mask(maps, masks):
-    "For each map `[n,h,w]`, is its maximum (after upsampling to the mask size) inside the boolean mask `[n,H,W]`?"
-    m = upsample(maps.float().cpu(), masks.shape[-2:])
-    idx = m.flatten(1).argmax(1)
-    return masks.flatten(1)[torch.arange(len(idx)), idx]
+__all__ = ['run_demo', 'run_explain', 'fast_cam_demo', 'fast_cam_explain', 'main']
 
 # %% ../nbs/10_cli.ipynb #68fc5aff
 def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_overlays=24, seed=0, verbose=True):
-    "Train on `Shapes`, write the figures into `out`, return validation accuracy and peak-in-mask fraction"
+    "Train on `Shapes`, write the figures into `out`, return validation accuracy and peak-in-mask fraction (`pointing_game` with no tolerance)"
     pr = print if verbose else noop
     out = Path(out); (out/'overlays').mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -43,8 +38,7 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
     for i in range(0, len(items), 256):
         idx = items[i:i+256]
         maps = explain(learn, list(shapes.images[idx]), meth)
-        if maps.ndim==4: maps = maps.abs().sum(1)  # guided methods: gradient magnitude
-        hits.append(peak_in_mask(maps, torch.from_numpy(shapes.masks[idx])))
+        hits.append(pointing_game(maps, shapes.masks[idx]))
     pim = float(torch.cat(hits).float().mean())
     with learn.no_bar(): interp = CAMInterpretation.from_learner(learn)
     interp.plot_top_losses(k, method=meth)
@@ -62,6 +56,7 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
     pr(f"{meth.name} peak inside the object mask: {pim:.3f} of {len(items)} validation images")
     pr(f"wrote {out/'top_losses.png'}, {out/'methods.png'}, {out/'overlays'}/ ({min(n_overlays,len(items))} images), {out/'learner.pkl'} in {time.perf_counter()-t0:.0f}s")
     return acc, pim
+
 
 # %% ../nbs/10_cli.ipynb #484e8936
 def run_explain(learner, images, method='gradcam', layer=None, target=None, out='fast_cam_explain', verbose=True):

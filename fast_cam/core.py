@@ -13,9 +13,11 @@ from fastai.vision.all import *
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'as_model', 'is_body_head',
-           'get_module', 'module_name', 'arch_summary', 'model_device', 'image_type', 'to_batch', 'get_vocab',
-           'resolve_target', 'target_scores', 'ModelState', 'cam_layer', 'resolve_layer', 'min_max_scale', 'upsample']
+__all__ = ['MIN_SIDE', 'CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'as_model',
+           'is_body_head', 'get_module', 'module_name', 'arch_summary', 'model_device', 'image_type', 'to_batch',
+           'get_vocab', 'is_all', 'is_label', 'is_custom', 'multi_label', 'Labels', 'labels_target', 'resolve_target',
+           'target_scores', 'region_masks', 'SegTarget', 'ModelState', 'layer_candidates', 'dry_run', 'token_net',
+           'token_grid', 'token_layer', 'unet_layer', 'cam_layer', 'resolve_layer', 'min_max_scale', 'upsample']
 
 # %% ../nbs/00_core.ipynb #e3c970d7
 class CAMError(ValueError):
@@ -71,20 +73,32 @@ def module_name(m, mod):
     return next((n for n,o in as_model(m).named_modules() if o is mod), '?') or '(the whole model)'
 
 # %% ../nbs/00_core.ipynb #8eeb74b3
+def _index_path(m, mod):
+    "The index path of `mod` inside `m`, or `None`"
+    for i,c in enumerate(m.children()):
+        if c is mod: return [i]
+        p = _index_path(c, mod)
+        if p is not None: return [i]+p
+    return None
+
 def arch_summary(learn_or_model, verbose=False, depth=None):
     "Print the indexed module tree of `learn_or_model` (all levels and module details if `verbose`)"
     m = as_model(learn_or_model)
     depth = ifnone(depth, 99 if verbose else 2)
     try: auto = cam_layer(learn_or_model, verbose=False)
     except CAMError: auto = None
+    shown = []
     def _walk(mod, path):
         for i,c in enumerate(mod.children()):
             p,kids = path+[i],len(list(c.children()))
             desc = f"{kids} layers" if kids else (repr(c) if verbose else '')
             mark = '  <- cam_layer' if c is auto else ''
+            if c is auto: shown.append(p)
             print(f"{'  '*len(path)}{str(p):<{10+2*len(path)}} {type(c).__name__:<20}: {desc}{mark}".rstrip())
             if kids and len(p)<depth: _walk(c, p)
     _walk(m, [])
+    # a token model's default layer sits deep inside its blocks: say where, rather than leave it out
+    if auto is not None and not shown: print(f"cam_layer: {_index_path(m, auto)} {module_name(m, auto)!r} ({type(auto).__name__}), below the depth shown")
 
 # %% ../nbs/00_core.ipynb #68ab4961
 def model_device(m):
@@ -149,8 +163,12 @@ def _check_batch(xb, m):
     return xb
 
 # %% ../nbs/00_core.ipynb #04c2edb9
+def _test_batch(dls, items, dev):
+    "The batch `dls.test_dl` makes of `items`, with the validation transforms"
+    return torch.cat([b[0].as_subclass(Tensor).to(dev) for b in dls.test_dl(items, bs=min(len(items),64), num_workers=0)])
+
 def to_batch(learn_or_model, x):
-    "Turn `x` (path(s), PIL/numpy image(s), tensor, or `(xb,yb)`) into a float batch `[n,c,H,W]` on the model's device"
+    "Turn `x` (path(s), PIL/numpy image(s), tensor, `(xb,yb)`, or items the Learner's data set reads) into a float batch `[n,c,H,W]` on the model's device"
     m = as_model(learn_or_model)
     dev,dt = model_device(m)
     if isinstance(x, tuple) and len(x) and isinstance(x[0], Tensor): x = x[0]
@@ -159,25 +177,40 @@ def to_batch(learn_or_model, x):
         x = torch.stack(list(x))
     if isinstance(x, Tensor): xb = _check_batch(x.detach().as_subclass(Tensor), m)
     else:
-        items = list(x) if isinstance(x, (list,tuple,L)) else [x]
-        if not items: raise InputError("Got an empty list: pass at least one image.")
+        if isinstance(x, pd.DataFrame): items = x  # its rows, as `dls.test_dl(df)` reads them
+        elif isinstance(x, np.ndarray) and x.ndim==1: items = x.tolist()  # indices: no image is 1-D
+        else: items = list(x) if isinstance(x, (list,tuple,L)) else [x]
+        if not len(items): raise InputError("Got an empty list: pass at least one image.")
+        what = 'DataFrame row' if isinstance(items, pd.DataFrame) else type(items[0]).__name__
         dls = getattr(learn_or_model, 'dls', None)
-        if dls is None: raise InputError(f"A bare model cannot read {type(items[0]).__name__} inputs: pass a normalised tensor batch, or use a Learner so its `dls.test_dl` prepares the images.")
-        cls = image_type(dls)
-        if cls is None: raise InputError("This Learner's DataLoaders do not build images, and fast_cam explains image models. "
-                                         "Use a vision Learner, or pass a normalised image tensor batch with a bare model.")
-        imgs = [_load(o, cls) for o in items]
-        dl = dls.test_dl(imgs, bs=min(len(imgs),64), num_workers=0)
-        xb = _check_batch(torch.cat([b[0].as_subclass(Tensor).to(dev) for b in dl]), m)
+        if dls is None: raise InputError(f"A bare model cannot read {what} inputs: pass a normalised tensor batch, or use a Learner so its `dls.test_dl` prepares the images.")
+        if not isinstance(items, pd.DataFrame) and all(isinstance(o, (str,Path,Image.Image,np.ndarray)) for o in items):
+            cls = image_type(dls)
+            if cls is None: raise InputError("This Learner's DataLoaders do not build images, and fast_cam explains image models. "
+                                             "Use a vision Learner, or pass a normalised image tensor batch with a bare model.")
+            xb = _test_batch(dls, [_load(o, cls) for o in items], dev)
+        else:
+            # items in the data set's own form (an index, a DataFrame row...) go through `dls.test_dl` as they are, as in `learn.predict`
+            try: xb = _test_batch(dls, items, dev)
+            except Exception as e:
+                why = (str(e).splitlines() or [''])[0][:100]
+                raise InputError(f"`dls.test_dl` cannot make an image batch of {what} items ({type(e).__name__}: {why}). Pass image paths, PIL images, "
+                                 "numpy HWC arrays or a normalised tensor batch, or items of the kind the DataBlock's `get_x` reads (what `learn.predict` takes).") from e
+        xb = _check_batch(xb, m)
     if xb.is_inference(): xb = xb.clone()
     return xb.to(dev, dt)
 
+
 # %% ../nbs/00_core.ipynb #5230a4c9
 def get_vocab(learn_or_model):
-    "The class labels of a `Learner`, or `None`"
-    v = getattr(getattr(learn_or_model,'dls',None),'vocab',None)
+    "The class labels of a `Learner` (the codes of a `MaskBlock`), or `None`"
+    dls = getattr(learn_or_model,'dls',None)
+    v = getattr(dls,'vocab',None)
+    # `MaskBlock(codes)` keeps its codes in `AddMaskCodes`, not in `dls.vocab`
+    if v is None: v = next((f.vocab for f in getattr(getattr(dls,'after_item',None),'fs',[]) if isinstance(f, AddMaskCodes) and getattr(f,'vocab',None) is not None), None)
     if v is not None and len(v) and isinstance(v[0], (list,L,tuple)): v = v[-1]
     return None if v is None else list(v)
+
 
 # %% ../nbs/00_core.ipynb #2994cdf5
 def _class_idx(t, nc, vocab):
@@ -191,39 +224,187 @@ def _class_idx(t, nc, vocab):
     if isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_)):
         if not -nc <= t < nc: raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}).")
         return int(t)%nc
-    raise TypeError(f"A target must be None, an int, a vocab label, a list/tensor with one per item, 'all' (CAM only) or a callable; got {t!r}")
+    raise TypeError(f"A target must be None, an int, a vocab label, a list/tensor with one per item, 'all', 'label' or a callable; got {t!r}")
+
+def is_all(t):
+    "Is `t` the target `'all'` (every class)?"
+    return isinstance(t, str) and t=='all'
+
+def is_label(t):
+    "Is `t` the target `'label'` / `'actual'` (the items' own labels), raw or wrapped in `Labels`?"
+    return isinstance(t, Labels) or (isinstance(t, str) and t in ('label','actual'))
+
+def is_custom(t):
+    "Is `t` a callable target `f(output) -> scores[n]`?"
+    return callable(t) and not isinstance(t, (str,Tensor))
+
+def multi_label(learn):
+    "The decision threshold of a multi-label `Learner` (its loss function's `thresh`, as `BCEWithLogitsLossFlat`), else `None`"
+    return getattr(getattr(learn, 'loss_func', None), 'thresh', None)
+
+class Labels:
+    "The target `'label'` for a batch whose labels are `y`: class indices `[n]`, or multi-hot `[n, C]` for a multi-label model"
+    def __init__(self, y): self.y = y.as_subclass(Tensor).detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
+    @property
+    def multi(self): return self.y.ndim==2
+    def classes(self, out):
+        "One class per item: its label, or for multi-hot labels the positive label with the highest score in `out`"
+        y = self.y.to(out.device)
+        if len(y)!=len(out): raise TargetError(f"Got labels for {len(y)} items but {len(out)} images: pass the `(xb, yb)` batch the labels belong to.")
+        if not self.multi: return y.long()
+        if y.shape[1]!=out.shape[1]: raise TargetError(f"The multi-hot labels have {y.shape[1]} classes but the model {out.shape[1]}.")
+        pos = y>0.5
+        if not pos.any(1).all():
+            raise TargetError(f"target='label' explains each item's positive label, but items {pos.any(1).logical_not().nonzero()[:,0].tolist()} have none: "
+                              "pass a class (int or label), or target=None for the highest-scoring label.")
+        return torch.where(pos, out.detach().float(), -float('inf')).argmax(1)
+    def __repr__(self): return f"Labels({tuple(self.y.shape)})"
+
+def _seg_labels(target, out):
+    if is_label(target) and isinstance(out, Tensor) and out.ndim==4:
+        raise TargetError("target='label' is not supported for segmentation models: pass a class (int or code), one per item, or None.")
+
+def labels_target(target, y):
+    "`target`, with `'label'`/`'actual'` replaced by `Labels(y)`; a `TargetError` when there are no labels `y`"
+    if not (isinstance(target, str) and is_label(target)): return target
+    if y is None: raise TargetError(f"target={target!r} explains each item's actual label, but there are no labels: pass an `(xb, yb)` batch "
+                                    "(e.g. `dls.one_batch()`) or a labelled DataLoader, or pass the class to explain.")
+    return Labels(y)
+
 
 # %% ../nbs/00_core.ipynb #75b7de83
-def resolve_target(target, out, vocab=None):
-    "Class indices `[n]` (long) for `target` given the model's output `out`"
+def resolve_target(target, out, vocab=None, y=None):
+    "Class indices for `target` given the model's output `out`: `[n]` (long), or `[n, C]` for `'all'`; `y` are the labels `'label'` refers to"
+    _seg_labels(target, out)
+    target = labels_target(target, y)
+    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4): return SegTarget(target).classes(out, vocab)  # segmentation: see below
     if not (isinstance(out, Tensor) and out.ndim==2):
         what = type(out).__name__ if not isinstance(out, Tensor) else f"a tensor of shape {tuple(out.shape)}"
         raise TargetError(f"The model returns {what}, not [n, classes] scores, so a class cannot be picked from it. "
                           "Pass `target=f` with `f(output)` returning one score per item, e.g. `target=lambda o: o[0][:, 3]`.")
     n,nc = out.shape
-    if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam'), which gets every class in one pass; other methods need one target per item.")
-    if target is None: return out.argmax(1)
+    if is_all(target): return torch.arange(nc, device=out.device).expand(n, nc)
+    if isinstance(target, Labels): return target.classes(out)
+    if target is None: return out.argmax(1)  # multi-label too: the highest-scoring label
     if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex(): raise TypeError(f"Target tensors must hold class indices (integers), got {target.dtype}.")
+        if target.is_floating_point() or target.is_complex(): raise TypeError(f"Target tensors must hold class indices (integers), got {target.dtype}; for multi-hot labels use target='label' with an `(xb, yb)` batch.")
         target = target.tolist()
     if isinstance(target, (list,tuple,L,np.ndarray)):
         target = list(target)
         if len(target)!=n: raise TargetError(f"Got {len(target)} targets for {n} images: pass one target per image, or a single class for all of them.")
-        return torch.tensor([_class_idx(t, nc, vocab) for t in target], device=out.device)
+        return torch.tensor([_class_idx(t, nc, vocab) for t in target], device=out.device, dtype=torch.long)
     return torch.full((n,), _class_idx(target, nc, vocab), device=out.device, dtype=torch.long)
 
+
 # %% ../nbs/00_core.ipynb #c1c36238
-def target_scores(target, out, vocab=None):
-    "The score of each item to explain, `[n]` float32, and the class indices (`None` for a callable target)"
-    if callable(target) and not isinstance(target, (str,Tensor)):
+def target_scores(target, out, vocab=None, y=None):
+    "The score of each item to explain, `[n]` float32 (`[n, C]` for `'all'`), and the class indices (`None` for a callable target)"
+    if is_custom(target):
         s = target(out)
         n = len(out) if isinstance(out, Tensor) else None
         if not isinstance(s, Tensor) or s.ndim!=1 or (n is not None and len(s)!=n):
             raise TargetError(f"A callable target must return one score per item, a 1-D tensor{f' of length {n}' if n else ''}; "
                               f"got {type(s).__name__}{'' if not isinstance(s,Tensor) else ' of shape '+str(tuple(s.shape))}.")
         return s.float(), None
+    _seg_labels(target, out)
+    target = labels_target(target, y)
+    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4): return SegTarget(target).scores(out, vocab)  # segmentation: see below
     idx = resolve_target(target, out, vocab)
+    if is_all(target): return out.float(), idx
     return out.float().gather(1, idx[:,None])[:,0], idx
+
+
+# %% ../nbs/00_core.ipynb #38c08d31
+def _as_tensor(o):
+    "`o` (tensor, array, number or nested list of them) as a CPU tensor"
+    if isinstance(o, Tensor): return o.detach().cpu()
+    if isinstance(o, (list,tuple,L)) and len(o) and isinstance(o[0], (Tensor,np.ndarray,list,tuple)):
+        try: return torch.stack([_as_tensor(x) for x in o])
+        except RuntimeError: raise TargetError("The items of `region` differ in shape: pass one bool mask [n,H,W], or boxes of 4 numbers.") from None
+    return torch.as_tensor(np.asarray(o))
+
+def _box_mask(b, hw):
+    "A box `(x0,y0,x1,y1)` in output pixels (x1, y1 excluded) as a bool mask `[H,W]`"
+    H,W = hw
+    x0,y0,x1,y1 = (round(float(o)) for o in b)
+    if not (0<=x0<x1<=W and 0<=y0<y1<=H):
+        raise TargetError(f"The box {tuple(b.tolist())} is empty or outside the {W}×{H} output: pass (x0, y0, x1, y1) with 0 <= x0 < x1 <= {W} and 0 <= y0 < y1 <= {H}.")
+    m = torch.zeros(H, W, dtype=torch.bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+def region_masks(region, # A bool mask `[H,W]` or `[n,H,W]`, a box `(x0,y0,x1,y1)`, or one box per item `[n,4]`
+                 n, # Number of items
+                 hw # The `(H,W)` of the model's output
+                ):
+    "`region` as bool masks `[n,H,W]`; a single mask or box is shared by all items"
+    r = _as_tensor(region)
+    if r.is_complex() or r.numel()==0: raise TargetError(f"`region` must be a bool mask [H,W] or [n,H,W], a box (x0, y0, x1, y1) or one box per item; got {region!r:.80}.")
+    if r.dtype!=torch.bool and r.ndim in (1,2) and r.shape[-1]==4 and tuple(r.shape)!=tuple(hw):
+        bs = r.reshape(-1,4)
+        if len(bs) not in (1,n): raise TargetError(f"Got {len(bs)} boxes for {n} images: pass one box per image, or one box for all.")
+        return torch.stack([_box_mask(b, hw) for b in bs]).expand(n, *hw)
+    if r.dtype!=torch.bool:
+        if not ((r==0)|(r==1)).all(): raise TargetError("A mask `region` must be bool (or 0/1), e.g. `mask==code`; it holds other values. A box is (x0, y0, x1, y1).")
+        r = r.bool()
+    if r.ndim==2: r = r[None]
+    if r.ndim!=3 or tuple(r.shape[-2:])!=tuple(hw) or len(r) not in (1,n):
+        raise TargetError(f"A mask `region` must be [H,W] or [n,H,W] at the model's output size {tuple(hw)}, with n={n}; got shape {tuple(r.shape)}.")
+    return r.expand(n, *hw)
+
+def _bg(vocab):
+    "Index of the background class: the label 'background' if the vocab has it, else 0"
+    vs = [str(v).lower() for v in vocab or []]
+    return vs.index('background') if 'background' in vs else 0
+
+class SegTarget:
+    "A target of a segmentation model (output `[n,C,H,W]`): class `target`'s logit summed over the pixels assigned to it, or over `region`"
+    def __init__(self, target=None, # None (the most frequent non-background predicted class), an int or vocab label, or one per item
+                 region=None # None (the class's predicted pixels), or a bool mask / box per item (see `region_masks`)
+                ):
+        if isinstance(target, SegTarget): target,region = target.target,ifnone(region, target.region)
+        if isinstance(target, str) and target in ('all','label','actual'):
+            raise TargetError(f"target={target!r} is not supported for segmentation models: pass a class (int or code), one per item, or None.")
+        if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("A callable target is a score of its own: pass it without `region=`.")
+        store_attr()
+
+    def _check(self, out):
+        if not (isinstance(out, Tensor) and out.ndim==4):
+            what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            raise TargetError(f"`region=` is for segmentation models, whose output is [n, classes, H, W]; this model returns {what}. "
+                              "Drop `region=` (crop the image instead), or pass `target=f` with `f(output)` returning one score per item.")
+        return out
+
+    def _pixels(self, out):
+        "Each pixel's predicted class `[n,H,W]`: the argmax over classes; for a single-channel (binary) output 0 where `logit > 0`, else -1"
+        return torch.where(out[:,0]>0, 0, -1) if out.shape[1]==1 else out.argmax(1)
+
+    def classes(self, out, vocab=None):
+        "Class indices `[n]`; `None` picks each item's most frequent predicted class other than the background (inside `region`, if given)"
+        out = self._check(out).detach()
+        n,C,H,W = out.shape
+        pred = self._pixels(out)
+        if self.region is not None: pred = torch.where(region_masks(self.region, n, (H,W)).to(out.device), pred, -1)
+        cnt = torch.stack([(pred==c).flatten(1).sum(1) for c in range(C)], 1).float()  # pixels per class [n,C]
+        if self.target is None and C>1:
+            bg = _bg(vocab)
+            cnt[:,bg] = torch.where(cnt.sum(1)>cnt[:,bg], -1., cnt[:,bg])  # the background only when nothing else is predicted
+        return resolve_target(self.target, cnt, vocab)  # None: the argmax of the counts
+
+    def scores(self, out, vocab=None):
+        "The score of each item `[n]` (float32) and its class `[n]`"
+        idx = self.classes(out, vocab)
+        n,C,H,W = out.shape
+        logit = out.float().gather(1, idx[:,None,None,None].expand(n,1,H,W))[:,0]
+        return (logit*self.masks(out, idx)).flatten(1).sum(1), idx  # pytorch-grad-cam's `SemanticSegmentationTarget`, item by item
+
+    def masks(self, out, idx):
+        "The pixels each item's score sums over, bool `[n,H,W]`: `region`, or those predicted as class `idx`"
+        n,C,H,W = self._check(out).shape
+        if self.region is not None: return region_masks(self.region, n, (H,W)).to(out.device)
+        return self._pixels(out.detach())==idx[:,None,None]
+    def __repr__(self): return f"SegTarget({self.target!r}, region={'None' if self.region is None else '...'})"
+
 
 # %% ../nbs/00_core.ipynb #9eef024c
 class ModelState:
@@ -231,15 +412,20 @@ class ModelState:
     def __init__(self, m): self.m = m
     def __enter__(self):
         self.modes = [o for o in self.m.modules() if o.training]  # only these change: no cost for a model already in eval
-        if self.modes: self.m.eval()
+        if self.modes:
+            # `with` calls no `__exit__` when `__enter__` raises: a module's own `train` that fails half-way must not leave the rest in eval
+            try: self.m.eval()
+            except BaseException: self.__exit__(); raise
         return self
     def __exit__(self, *args):
         for o in self.modes: o.training = True
+
 
 # %% ../nbs/00_core.ipynb #66c8f163
 def _is_spatial(o): return isinstance(o, Tensor) and o.ndim==4 and o.shape[2]*o.shape[3]>1
 
 _layer_cache = weakref.WeakKeyDictionary()
+MIN_SIDE = 7  # the smallest map side the automatic layer accepts: see the rule above
 
 def _dry_input(learn_or_model):
     "One input of the size the model is used at"
@@ -251,36 +437,109 @@ def _dry_input(learn_or_model):
     dev,dt = model_device(m)
     return torch.zeros(1, ifnone(_in_channels(m),3), 224, 224, device=dev, dtype=dt)
 
+def layer_candidates(body):
+    "Modules of `body` whose output is the whole state of the network at that point: its children, and those of every `nn.Sequential` (or lone child) among them"
+    res = []
+    def _walk(o):
+        kids = list(o.children())
+        for c in kids:
+            res.append(c)
+            if isinstance(c, nn.Sequential) or len(kids)==1: _walk(c)
+    _walk(body)
+    return res
+
+def dry_run(m, mods, xb):
+    "`(shape, order)` of each of `mods`: its output shape (`None` if not a tensor) and when it finished, in one forward of `m` at `xb`'s size"
+    cnt,dev = itertools.count(),xb.device
+    # fastai's `model_sizes` recipe; `dummy_eval` draws its input from the global generator, so the user's random state is kept
+    with ModelState(m), Hooks(mods, lambda o,i,out: (out.shape if isinstance(out, Tensor) else None, next(cnt))) as hs, \
+         torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []):
+        dummy_eval(m, tuple(xb.shape[-2:]))
+    return [ifnone(o, (None,None)) for o in hs.stored]
+
+
+
+# %% ../nbs/00_core.ipynb #0df9e673
+def _pick_layer(m, xb, rule, min_side):
+    tok = token_layer(m)
+    if tok is not None: return tok
+    unet = unet_layer(m) if rule=='auto' else None  # measured: the last UnetBlock (see below)
+    if unet is not None: return unet
+    body = m[0] if is_body_head(m) else m
+    mods = layer_candidates(body)
+    runs = sorted((k,o,s) for o,(s,k) in zip(mods, dry_run(m, mods, xb)) if s is not None and len(s)==4 and s[2]*s[3]>1)
+    if not runs: raise LayerError(f"No module of this model gives a spatial 4-D output (h*w > 1) for inputs of shape {tuple(xb.shape[1:])}: "
+                                  "CAM methods need a convolutional feature map. Pass `layer=` explicitly (see `arch_summary`).")
+    if rule=='last': return runs[-1][1]
+    # a map is only as fine as the coarsest one before it: a pooling that upsamples (vgg's 7×7 `avgpool` at 64 px) adds no detail
+    sides = np.minimum.accumulate([min(s[2],s[3]) for k,o,s in runs])
+    ok = [o for (k,o,s),sd in zip(runs, sides) if sd>=min_side]
+    # an input so small that no map reaches `min_side`: the last of the finest maps
+    return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
+
+
+
+# %% ../nbs/00_core.ipynb #3646a1a1
+def token_net(m):
+    "The timm transformer inside `m` (ViT, DeiT, BEiT, Swin...: the first module with a `patch_embed`), or `None`"
+    return next((o for o in as_model(m).modules() if isinstance(getattr(o, 'patch_embed', None), nn.Module)), None)
+
+def token_grid(m, hw=None):
+    "The patch grid `(h,w)` of the token model `m` for inputs of size `hw`; `None` if `m` has no timm `patch_embed`"
+    pe = getattr(token_net(m), 'patch_embed', None)
+    if pe is None: return None
+    # a ViT with `dynamic_img_size` lays its tokens on the grid of the input it gets, not on the one it was built for
+    if hw is not None and not getattr(pe, 'strict_img_size', True) and hasattr(pe, 'dynamic_feat_size'): return tuple(pe.dynamic_feat_size(tuple(hw)))
+    g = getattr(pe, 'grid_size', None)
+    return None if g is None else tuple(int(o) for o in g)
+
+def token_layer(m):
+    "The default layer of a timm token model: `norm1` of its last transformer block (`None` if `m` is not one)"
+    t = token_net(m)
+    if t is None: return None
+    # a transformer block is a module with `norm1` and `attn`; `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
+    blks = [o for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]
+    return blks[-1].norm1 if blks else None
+
+
+# %% ../nbs/00_core.ipynb #d5ec72e2
+def unet_layer(m):
+    "The default layer of a fastai `DynamicUnet` (or a model holding one): its last `UnetBlock`; `None` if `m` has no `DynamicUnet`"
+    u = next((o for o in as_model(m).modules() if isinstance(o, DynamicUnet)), None)
+    if u is None: return None
+    # measured (benchmarks/QUALITY.md): the encoder and middle conv do not localise; after the last block come the output and the raw input
+    blks = [o for o in u.layers if isinstance(o, UnetBlock)]
+    return blks[-1] if blks else None
+
+
 # %% ../nbs/00_core.ipynb #26e968b2
-def cam_layer(learn_or_model, xb=None, verbose=False):
-    "The default layer: the last module inside the body whose output is spatial 4-D, found by a dry run"
+def cam_layer(learn_or_model, # A `Learner` or an `nn.Module`
+              xb=None, # A batch of the size the model is used at; default one from `dls` (224 px for a bare model)
+              rule='auto', # 'auto': the last stage whose map is at least `min_side` cells a side; 'last': the last spatial layer
+              min_side=MIN_SIDE, # Smallest map side the 'auto' rule accepts
+              verbose=False # Print the layer picked
+             ):
+    "The default layer, found by a dry run at the real input size (see the rule above)"
+    if rule not in ('auto','last'): raise LayerError(f"`rule` must be 'auto' or 'last', got {rule!r}.")
     m = as_model(learn_or_model)
     xb = _dry_input(learn_or_model) if xb is None else xb[:1]
-    key = (tuple(xb.shape[1:]), sum(1 for _ in m.modules()))
+    key = (tuple(xb.shape[1:]), sum(1 for _ in m.modules()), rule, min_side)
     res = _layer_cache.get(m, {}).get(key)
     if res is None:
-        body = m[0] if is_body_head(m) else m
-        seen,hs = [],[]
-        try:
-            for o in body.modules():
-                if o is not body: hs.append(o.register_forward_hook(lambda mod,i,out: seen.append(mod) if _is_spatial(out) else None))
-            with ModelState(m), torch.inference_mode(): m(xb)
-        finally:
-            for h in hs: h.remove()
-        if not seen: raise LayerError(f"No module of this model gives a spatial 4-D output (h*w > 1) for inputs of shape {tuple(xb.shape[1:])}: "
-                                      "CAM methods need a convolutional feature map. Pass `layer=` explicitly (see `arch_summary`).")
-        res = seen[-1]
+        res = _pick_layer(m, xb, rule, min_side)
         _layer_cache.setdefault(m, {})[key] = res
     if verbose: print(f"fast_cam: using layer {module_name(m, res)!r} ({type(res).__name__})")
     return res
 
+
 # %% ../nbs/00_core.ipynb #deefb8ab
 def resolve_layer(learn_or_model, layer, xb=None):
-    "The module(s) for `layer` (`None` means `cam_layer`); a list of layers gives a list"
-    if layer is None: return cam_layer(learn_or_model, xb)
+    "The module(s) for `layer`: `None` (automatic) or `'last'` (the classic last spatial layer) ask `cam_layer`; a list of layers gives a list"
+    if layer is None or (isinstance(layer, str) and layer in ('auto','last')): return cam_layer(learn_or_model, xb, rule='last' if layer=='last' else 'auto')
     if isinstance(layer, (list,tuple)) and len(layer) and not all(isinstance(i,int) for i in layer):
         return [get_module(learn_or_model, l) for l in layer]
     return get_module(learn_or_model, layer)
+
 
 # %% ../nbs/00_core.ipynb #68b2371d
 def min_max_scale(maps, eps=1e-12):

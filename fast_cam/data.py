@@ -12,7 +12,7 @@ from fastai.vision.all import *
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['ShapesImage', 'ShapesLabel', 'Shapes', 'shapes_cnn', 'shapes_learner']
+__all__ = ['ShapesImage', 'ShapesLabel', 'Shapes', 'shapes_cnn', 'shapes_learner', 'ShapesMask', 'shapes_unet_learner']
 
 # %% ../nbs/09_data.ipynb #2ce46eb5
 def _polygon(kind, cx, cy, r, rot):
@@ -129,3 +129,51 @@ def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(f'.{os.getpid()}.tmp'); torch.save(learn.model.state_dict(), tmp); tmp.replace(f)
     return learn
+
+# %% ../nbs/09_data.ipynb #98a7ca77
+class ShapesMask(Transform):
+    "Index -> `PILMask` of a `Shapes` data set: 0 for the background, 1+class on the object's pixels (see `Shapes.codes`)"
+    def __init__(self, shapes): self.shapes = shapes
+    def encodes(self, i:int): return PILMask.create(self.shapes.seg_mask(i))
+    def __getstate__(self): return {**self.__dict__, 'shapes': None}
+
+@patch(as_prop=True)
+def codes(self:Shapes):
+    "The segmentation classes: 'background', then the shapes of `vocab`"
+    return ['background'] + self.vocab
+
+@patch
+def seg_mask(self:Shapes, i):
+    "Mask of item `i` as codes `[size,size]` uint8: 0 off the object, 1+label on it"
+    return (self.masks[i]*(self.labels[i]+1)).astype(np.uint8)
+
+@patch
+def seg_dls(self:Shapes, bs=16, valid_pct=0.2, seed=42, **kwargs):
+    "Segmentation `DataLoaders` (`MaskBlock(codes)`) over the indices `0..n-1`; `dls.vocab` holds `codes`"
+    db = DataBlock(blocks=(ImageBlock, MaskBlock(self.codes)), get_x=ShapesImage(self), get_y=ShapesMask(self),
+                   splitter=RandomSplitter(valid_pct, seed=seed), batch_tfms=Normalize.from_stats(*imagenet_stats))
+    dls = db.dataloaders(list(range(self.n)), bs=bs, num_workers=0, **kwargs)
+    dls.shapes,dls.vocab = self,self.codes
+    return dls
+
+
+# %% ../nbs/09_data.ipynb #712d239d
+def shapes_unet_learner(n=300, epochs=6, lr=3e-3, size=64, seed=0, bs=16, arch=resnet18, quiet=True, cache=False, **kwargs):
+    "A fastai `unet_learner(arch, pretrained=False)` trained on the segmentation masks of `Shapes(n)`; `learn.dls.shapes` holds the data set"
+    set_seed(seed, reproducible=True)
+    dls = Shapes(n, size=size, seed=seed).seg_dls(bs=bs)
+    learn = unet_learner(dls, arch, pretrained=False, n_out=len(dls.vocab), metrics=foreground_acc, **kwargs)
+    # `cache=True` keeps the trained weights in ~/.cache/fast_cam (or $FAST_CAM_CACHE), as `shapes_learner` does
+    f = Path(os.environ.get('FAST_CAM_CACHE', '~/.cache/fast_cam')).expanduser()/f'shapes_unet_{arch.__name__}_{n}_{epochs}_{lr}_{size}_{seed}_{bs}.pth'
+    if cache and f.exists():
+        learn.model.load_state_dict(torch.load(f, map_location='cpu'))
+        return learn
+    if epochs:
+        if quiet:
+            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
+        else: learn.fit_one_cycle(epochs, lr)
+    if cache:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f'.{os.getpid()}.tmp'); torch.save(learn.model.state_dict(), tmp); tmp.replace(f)
+    return learn
+

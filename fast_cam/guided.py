@@ -22,13 +22,13 @@ def _warn_no_relu(c):
 
 class GuidedBackprop(CAMMethod):
     "Guided backprop, Springenberg et al. 2015 (arXiv:1412.6806): input gradients `[n,c,H,W]` with negative gradients zeroed at each ReLU"
-    name = 'guided_backprop'
-    def compute(self, m, xb, target=None, layer=None, vocab=None, n_samples=0, noise=0.15):
-        if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
+    name,guided,has_layer,supports_all = 'guided_backprop',True,False,False  # one input gradient per item: see `CAMMethod`
+    def compute(self, m, xb, target=None, layer=None, vocab=None, n_samples=0, noise=0.15, reshape=None):  # no layer: `reshape` has nothing to read
+        self.check_target(target)
         if not n_samples:
             c = capture(m, xb, [], target, vocab, grad=False, guided=True)
             _warn_no_relu(c)
-            return c.xgrad, c.out
+            return c.xgrad.float(), c.out  # float32 for a float64 model too
         # SmoothGrad (Smilkov et al. 2017, arXiv:1706.03825): the average over `n_samples` noisy copies, all in one batch;
         # noise std is `noise` times each image's value range (section 3)
         n = len(xb)
@@ -40,20 +40,24 @@ class GuidedBackprop(CAMMethod):
         t = idx.repeat(n_samples) if isinstance(idx, Tensor) else idx
         c = capture(m, xs, [], t, vocab, grad=False, guided=True)
         _warn_no_relu(c)
-        return c.xgrad.view(n_samples, *xb.shape).mean(0), c0.out
+        return c.xgrad.view(n_samples, *xb.shape).mean(0).float(), c0.out
+
+
 
 # %% ../nbs/03_guided.ipynb #250d007b
 class GuidedGradCAM(CAMMethod):
     "Guided Grad-CAM, Selvaraju et al. 2017: guided backprop × Grad-CAM upsampled to the input, `[n,c,H,W]`"
-    name = 'guided_gradcam'
-    def compute(self, m, xb, target=None, layer=None, vocab=None):
-        if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
+    name,guided,supports_all = 'guided_gradcam',True,False
+    def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
+        self.check_target(target)
         l = resolve_layer(m, layer, xb)
         if isinstance(l, list): raise LayerError("Guided Grad-CAM takes one layer; pass a single layer, or fuse Grad-CAM maps with `learn.gradcam(x, layer=[...])`.")
         c = capture(m, xb, [l], target, vocab, grad=True, guided=True)
-        check_spatial(m, l, c.acts[0], self.name)
+        (a,),(g,) = feature_maps(m, [l], c, self.name, xb.shape[-2:], reshape)
         _warn_no_relu(c)
-        gc = GradCAM().combine(c.acts[0], c.grads[0])
-        return c.xgrad * upsample(gc, xb.shape[-2:])[:,None], c.out
+        with no_autocast(xb): gc = GradCAM().combine(a, g)  # in float32 even under the user's autocast
+        return (c.xgrad * upsample(gc, xb.shape[-2:])[:,None]).float(), c.out
 
 methods.update(guided_backprop=GuidedBackprop(), guidedbackprop=GuidedBackprop(), guided_gradcam=GuidedGradCAM(), guidedgradcam=GuidedGradCAM())
+
+

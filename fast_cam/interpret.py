@@ -9,15 +9,16 @@ from __future__ import annotations
 from .core import *
 from fastai.vision.all import *
 from .learner import explain
-from .show import show_heatmap, show_guided, _decode, _is_guided
+from .show import show_heatmap, show_guided, _decode
 from .methods import get_method
+
 
 # %% auto #0
 __all__ = ['CAMInterpretation']
 
 # %% ../nbs/06_interpret.ipynb #a1d379f8
 class CAMInterpretation(ClassificationInterpretation):
-    "`ClassificationInterpretation` whose `plot_top_losses` and `plot_heatmaps` draw heatmaps"
+    "`ClassificationInterpretation` whose `plot_top_losses` and `plot_heatmaps` draw heatmaps; multi-label Learners get the maps of their wrong labels"
     def _maps(self, idxs, method, layer):
         "Inputs, probabilities, predicted and actual classes, and the maps for both, in one batched heatmap call"
         with self.learn.no_bar(): inps,preds,targs,decoded,losses = self[idxs]
@@ -28,45 +29,78 @@ class CAMInterpretation(ClassificationInterpretation):
         act = {int(i):maps[len(xb)+j] for j,i in enumerate(wrong)}
         return xb,preds.cpu(),pred,targ,losses,maps[:len(xb)],act
 
-    def _plot(self, idxs, method, layer, show_actual, title, alpha, cmap, gray, ncols, figsize, with_loss, **kwargs):
+    def _draw(self, m, ax, img, mp, t, vmax=None, alpha=0.6, cmap='magma', gray=False, **kwargs):
+        if m.guided: show_guided(mp, ax=ax, gray=gray, title=t)
+        else: show_heatmap(img, mp, ax=ax, alpha=alpha, cmap=cmap, title=t, vmax=vmax, **kwargs)
+
+    def _plot(self, idxs, method, layer, show_actual, title, nrows, ncols, figsize, with_loss, **kwargs):
         m = get_method(method)
+        if multi_label(self.learn) is not None: return self._plot_multi(idxs, m, layer, nrows, ncols, figsize, with_loss, **kwargs)
         xb,preds,pred,targ,losses,maps,act = self._maps(idxs, m, layer)
         imgs = _decode(self.learn, xb)
         v = self.vocab
         per = 2 if show_actual and act else 1
         n = len(xb)
-        axs = get_grid(n*per, ncols=min(ncols, n)*per, figsize=figsize, title=title)
-        def _draw(ax, img, mp, t, vmax=None):
-            if _is_guided(m): show_guided(mp, ax=ax, gray=gray, title=t)
-            else: show_heatmap(img, mp, ax=ax, alpha=alpha, cmap=cmap, title=t, vmax=vmax, **kwargs)
+        axs = get_grid(n*per, nrows=nrows, ncols=ifnone(ncols, min(3, n)*per), figsize=figsize, title=title)
         for i in range(n):
             p,t = int(pred[i]),int(targ[i])
             ttl = f"{v[p]}/{v[t]}\n" + (f"{float(losses[i]):.2f} / " if with_loss else '') + f"{float(preds[i,p]):.2f}"
             # a mistake's two maps share one scale, so weak evidence for the actual class looks weak
-            vmax = max(float(maps[i].max()), float(act[i].max())) if i in act and not _is_guided(m) else None
-            _draw(axs[i*per], imgs[i], maps[i], ttl, vmax)
+            vmax = max(float(maps[i].max()), float(act[i].max())) if i in act and not m.guided else None
+            self._draw(m, axs[i*per], imgs[i], maps[i], ttl, vmax, **kwargs)
             if per==2:
-                if i in act: _draw(axs[i*per+1], imgs[i], act[i], f"actual: {v[t]}\n{float(preds[i,t]):.2f}", vmax)
+                if i in act: self._draw(m, axs[i*per+1], imgs[i], act[i], f"actual: {v[t]}\n{float(preds[i,t]):.2f}", vmax, **kwargs)
                 else: axs[i*per+1].set_axis_off()
         return axs
 
+    def _plot_multi(self, idxs, m, layer, nrows, ncols, figsize, with_loss, **kwargs):
+        "Multi-label: per item, the map of each label it got wrong (a false positive or a missed label), as `fastai` decodes with `loss_func.thresh`"
+        with self.learn.no_bar(): inps,preds,targs,decoded,losses = self[idxs]
+        xb = (inps[0] if isinstance(inps, (tuple,list)) else inps).as_subclass(Tensor)
+        preds,targs = preds.float().cpu(),targs.as_subclass(Tensor).cpu()>0.5
+        dec = preds>multi_label(self.learn)
+        rows,cols = [],[]
+        for i in range(len(xb)):
+            # an item with no wrong label (a small loss) shows its most probable label
+            ls = (dec[i]!=targs[i]).nonzero()[:,0].tolist() or [int(preds[i].argmax())]
+            rows += [i]*len(ls); cols += ls
+        rows,cols = tensor(rows),tensor(cols)
+        maps = explain(self.learn, xb[rows.to(xb.device)], m, target=cols, layer=layer)  # one batched call
+        imgs,v = _decode(self.learn, xb),self.vocab
+        axs = get_grid(len(rows), nrows=nrows, ncols=ifnone(ncols, min(3, len(rows))), figsize=figsize, title='Image/Label/Loss/Probability')
+        for ax,i,c,mp in zip(axs, rows.tolist(), cols.tolist(), maps):
+            kind = 'false positive' if dec[i,c] and not targs[i,c] else 'missed' if targs[i,c] and not dec[i,c] else 'right'
+            ttl = f"Image {i}: {v[c]}\n{kind}: " + (f"{float(losses[i]):.2f} / " if with_loss else '') + f"{float(preds[i,c]):.2f}"
+            self._draw(m, ax, imgs[i], mp, ttl, **kwargs)
+        # fastai's multi-label table beside the images: target, predicted, probabilities, loss
+        lbl = lambda r: ';'.join(str(v[j]) for j in r.nonzero()[:,0].tolist())
+        self.table = pd.DataFrame(dict(target=[lbl(o) for o in targs], predicted=[lbl(o) for o in dec],
+                                       probabilities=[str([round(float(p),2) for p in o]) for o in preds], loss=[float(o) for o in losses]))
+        return axs
+
+    @delegates(show_heatmap, but=['img','hm','ax','ctx','merge','vmax','title','figsize'])
     def plot_top_losses(self,
         k:int|list=9, # Number of top losses to plot, or a list/range of their ranks
+        largest:bool=True, # Largest or smallest losses
         method='gradcam', # Any method name in `fast_cam.methods.methods`
         layer=None, # Layer for CAM methods (None: automatic)
-        largest:bool=True, # Largest or smallest losses
-        show_actual:bool=True, # Beside each mistake, the heatmap for the actual class
-        alpha=0.6, cmap='magma', gray=False, # Rendering, as in `show_heatmap`
-        ncols:int=3, # Items per row
-        figsize=None, **kwargs):
-        "Show the `k` largest (smallest) losses with the heatmap for the predicted class, and for the actual class beside each mistake"
+        show_actual:bool=True, # Beside each mistake, the heatmap for the actual class (single-label)
+        gray:bool=False, # Guided methods: draw the gradient magnitude in gray
+        nrows:int=None, # Rows of the grid (as in fastai's `plot_top_losses`)
+        ncols:int=None, # Columns of the grid; default 3 items (single-label, two panels each) or 3 panels (multi-label)
+        figsize:tuple=None, # Figure size
+        **kwargs):
+        "Show the `k` largest (smallest) losses with the heatmap for the predicted class and the actual class beside each mistake; multi-label: each wrong label's map"
         if is_listy(k) or isinstance(k, range): losses,idx = (o[k] for o in self.top_losses(None, largest))
         else: losses,idx = self.top_losses(k, largest)
-        return self._plot(idx, method, layer, show_actual, 'Predicted/Actual/Loss/Probability', alpha, cmap, gray, ncols,
-                          figsize, True, **kwargs)
+        return self._plot(idx, method, layer, show_actual, 'Predicted/Actual/Loss/Probability', nrows, ncols, figsize, True, gray=gray, **kwargs)
 
-    def plot_heatmaps(self, idxs, method='gradcam', layer=None, show_actual=True, alpha=0.6, cmap='magma', gray=False,
-                      ncols:int=3, figsize=None, **kwargs):
+    @delegates(show_heatmap, but=['img','hm','ax','ctx','merge','vmax','title','figsize'])
+    def plot_heatmaps(self,
+        idxs, # Indices of the items of the interpretation's DataLoader
+        method='gradcam', layer=None, show_actual:bool=True, gray:bool=False, nrows:int=None, ncols:int=None, figsize:tuple=None, # As in `plot_top_losses`
+        **kwargs):
         "Heatmaps of the items at `idxs` of the interpretation's DataLoader"
         if isinstance(idxs, int): idxs = [idxs]
-        return self._plot(idxs, method, layer, show_actual, None, alpha, cmap, gray, ncols, figsize, True, **kwargs)
+        return self._plot(idxs, method, layer, show_actual, None, nrows, ncols, figsize, True, gray=gray, **kwargs)
+

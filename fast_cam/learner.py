@@ -20,29 +20,42 @@ __all__ = ['explain']
 def _preds(learn_or_model, out):
     act = getcallable(getattr(learn_or_model, 'loss_func', None), 'activation')
     if isinstance(learn_or_model, Learner) and act is not noop: return act(out)
-    return out.softmax(1) if isinstance(out, Tensor) and out.ndim==2 else out
+    return out.softmax(1) if isinstance(out, Tensor) and (out.ndim==2 or (out.ndim==4 and out.shape[1]>1)) else out
 
 def explain(learn_or_model, # A `Learner` or an `nn.Module`
             x, # Path(s), PIL or numpy image(s), a tensor `[n,c,H,W]` or `[c,H,W]`, or an `(xb, yb)` tuple
             method='gradcam', # A name in `methods`, or a `CAMMethod`
-            target=None, # None (predicted class), int, vocab label, one per item, 'all' (CAM), or `f(output) -> scores[n]`
+            target=None, # None (predicted class; multi-label: the top label), int, vocab label, one per item, 'all' (`[n,C,h,w]`), 'label' (the labels of an `(xb, yb)` `x`), or `f(output) -> scores[n]`; see `SegTarget` for segmentation
             layer=None, # None (automatic, see `cam_layer`), an index path, a dotted name or a module
             with_preds=False, # Also return the model's predictions
             aug_smooth=False, # Average over flips and rescalings of the input (test-time augmentation), at input resolution
+            reshape=None, # `f(acts) -> [n,c,h,w]` for a layer whose output fast_cam does not read (ViT/DeiT/Swin tokens are read without it)
+            region=None, # Segmentation only: a bool mask `[n,H,W]`/`[H,W]` or a box `(x0,y0,x1,y1)` per item to explain instead of the class's pixels
             **kwargs # Options of the method: `fuse` for several layers, `bs` and `max_channels` for Score-CAM, `n_samples` for SmoothGrad
            ):
-    "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs, `[n,c,H,W]` for guided backprop"
+    "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs (`[n,C,h,w]` for `target='all'`), `[n,c,H,W]` for guided backprop"
     meth = get_method(method)
+    meth.check_target(target)
     m = as_model(learn_or_model)
+    # 'label': the labels of an `(xb, yb)` batch, resolved with the model's output in `resolve_target`
+    target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
     if isinstance(learn_or_model, Learner): _check_image_learner(learn_or_model)
     xb = to_batch(learn_or_model, x)
+    if reshape is not None: kwargs['reshape'] = reshape  # passed only when given, so a method's own `compute` need not know it
+    if region is not None:
+        if aug_smooth: raise CAMError("aug_smooth flips and rescales the image, so a fixed `region` would no longer match it: pass one of the two.")
+        target = SegTarget(target, region)  # checked against the model's output in `target_scores`
     if aug_smooth: maps,out = _aug_smooth(meth, m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     else: maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
+    if isinstance(maps, Tensor): maps = maps.as_subclass(Tensor)  # a fastai model's `ToTensorBase` output would make them `TensorBase`
     return (maps, _preds(learn_or_model, out)) if with_preds else maps
+
+
+
 
 # %% ../nbs/05_learner.ipynb #761f5078
 def _aug_smooth(meth, m, xb, target, layer, vocab, scales=(1., 0.9, 1.1), **kwargs):
-    if meth.name in ('cam',) and isinstance(target, str) and target=='all': raise TargetError("aug_smooth does not support target='all'.")
+    if is_all(target): raise TargetError("aug_smooth does not support target='all': pass one class per item, or drop aug_smooth.")
     H,W = xb.shape[-2:]
     maps,out0 = [],None
     for flip in (False, True):
@@ -52,10 +65,12 @@ def _aug_smooth(meth, m, xb, target, layer, vocab, scales=(1., 0.9, 1.1), **kwar
             mp,out = meth.compute(m, x, target, layer, vocab, **kwargs)
             if out0 is None:
                 out0 = out
-                if target is None and isinstance(out, Tensor) and out.ndim==2: target = out.argmax(1)  # explain the original prediction throughout
+                # explain the original image's class throughout (the prediction, or the label the model scores highest)
+                if not is_custom(target) and isinstance(out, Tensor) and out.ndim==2: target = resolve_target(target, out, vocab)
             mp = mp if mp.shape[-2:]==(H,W) else upsample(mp, (H,W))
             maps.append(mp.flip(-1) if flip else mp)
     return torch.stack(maps).mean(0), out0
+
 
 # %% ../nbs/05_learner.ipynb #b971e056
 def _check_image_learner(learn):
@@ -74,9 +89,9 @@ def heatmap(self:Learner, x, method='gradcam', target=None, layer=None, with_pre
     return explain(self, x, method, target, layer, with_preds, **kwargs)
 
 @patch
-def cam(self:Learner, x, target=None, layer=None, with_preds=False):
+def cam(self:Learner, x, target=None, layer=None, with_preds=False, reshape=None):
     "Exact CAM `[n,h,w]` (`[n,classes,h,w]` for `target='all'`); needs a GAP → Linear head"
-    return explain(self, x, 'cam', target, layer, with_preds)
+    return explain(self, x, 'cam', target, layer, with_preds, reshape=reshape)
 
 @patch
 def gradcam(self:Learner, x, target=None, layer=None, with_preds=False, **kwargs):

@@ -12,16 +12,77 @@ from fastai.vision.all import *
 from .capture import *
 
 # %% auto #0
-__all__ = ['methods', 'check_spatial', 'fuse_maps', 'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM', 'LayerCAM', 'HiResCAM',
-           'EigenCAM', 'head_weights', 'CAM', 'get_method']
+__all__ = ['methods', 'check_spatial', 'to_spatial', 'feature_maps', 'fuse_maps', 'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM',
+           'LayerCAM', 'HiResCAM', 'EigenCAM', 'head_weights', 'CAM', 'get_method']
 
 # %% ../nbs/02_methods.ipynb #1ad3d1c2
 def check_spatial(m, l, a, name):
     "Raise a `LayerError` unless the activation `a` of layer `l` is a spatial map `[n,c,h,w]` with `h*w > 1`"
-    if a.ndim!=4 or a.shape[2]*a.shape[3]<2:
-        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); layer {module_name(m,l)!r} gives shape {tuple(a.shape)}. "
-                         "Pick a convolutional layer before the pooling (see `arch_summary`), or leave `layer=None` for the automatic one.")
+    if not isinstance(a, Tensor) or a.ndim!=4 or a.shape[2]*a.shape[3]<2:
+        shp = f"shape {tuple(a.shape)}" if isinstance(a, Tensor) else f"a {type(a).__name__}"
+        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); layer {module_name(m,l)!r} gives {shp}. "
+                         "Pick a convolutional layer before the pooling (see `arch_summary`), leave `layer=None` for the automatic one, "
+                         "or pass `reshape=f` with `f(acts)` returning [n,c,h,w] for a layout fast_cam does not read.")
     return a
+
+# %% ../nbs/02_methods.ipynb #16f2a02e
+def _n_channels(l):
+    "The channel count of layer `l`'s output where its type says it, else `None`"
+    if isinstance(l, nn.LayerNorm): return l.normalized_shape[-1]
+    if isinstance(l, nn.Linear): return l.out_features
+    if isinstance(l, nn.modules.conv._ConvNd): return l.out_channels
+    if isinstance(l, (nn.modules.batchnorm._NormBase, nn.GroupNorm)): return getattr(l, 'num_features', getattr(l, 'num_channels', None))
+    return None
+
+def _grid_like(hw, grid):
+    "Is `hw` the patch `grid` scaled by a power of two (a Swin stage, the CNN stem of a hybrid ViT)?"
+    return any(abs(hw[0]-grid[0]*2.**k)<1 and abs(hw[1]-grid[1]*2.**k)<1 for k in range(-5,5))
+
+_reshape_hint = ("Pass `reshape=f`, where `f(acts)` returns the map [n,c,h,w], e.g. for 1 class token and a 14×14 grid "
+                 "`reshape=lambda a: a[:,1:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
+
+def _tokens(a, m, l, grid):
+    "Tokens `[n, extra+h·w, c]` as `[n,c,h,w]`, dropping the `extra` class/distillation tokens timm puts first"
+    n,T,c = a.shape
+    k,npre = _n_channels(l),getattr(token_net(m), 'num_prefix_tokens', None)
+    extras = [npre] if isinstance(npre, int) else [0,1,2]  # none, a class token, class + distillation tokens
+    if grid is not None: hws = [(math.ceil(grid[0]/2**i), math.ceil(grid[1]/2**i)) for i in range(6)]  # Swin stages halve the grid
+    else: hws = [(r,r) for r in range(2, math.isqrt(T)+1)]  # no grid: a square one
+    fits = [(e,(h,w)) for h,w in hws for e in extras if T-e==h*w]
+    if not fits or (k is not None and c!=k):
+        want = f"{' or '.join(map(str,extras))} extra tokens + h·w " + (f"for the patch grid {grid}" if grid else "with h·w a square")
+        raise LayerError(f"Layer {module_name(m,l)!r} gives a 3-D output {tuple(a.shape)} that fast_cam cannot read as tokens [n, extra+h·w, channels] "
+                         f"({want}{'' if k is None or c==k else f', and {k} channels last'}). " + _reshape_hint)
+    e,(h,w) = fits[0]
+    return a[:,e:].reshape(n,h,w,c).permute(0,3,1,2)
+
+def to_spatial(a, m, l, hw=None, reshape=None):
+    "Layer `l`'s output (or its gradient) `a` as a map `[n,c,h,w]`: reads tokens `[n, extra+h·w, c]` and channels-last `[n,h,w,c]`, or applies `reshape`"
+    if reshape is not None: return reshape(a)
+    if not isinstance(a, Tensor) or a.ndim not in (3,4): return a  # `check_spatial` says what is wrong
+    grid = token_grid(m, hw)
+    if a.ndim==3: return _tokens(a, m, l, grid)
+    k = _n_channels(l)
+    if k is not None: last = a.shape[-1]==k and a.shape[1]!=k
+    else: last = grid is not None and _grid_like(a.shape[1:3], grid) and not _grid_like(a.shape[2:], grid)
+    if last: a = a.permute(0,3,1,2)  # Swin keeps its tokens as [n,h,w,c]
+    if grid is not None and not _grid_like(a.shape[2:], grid):
+        raise LayerError(f"Layer {module_name(m,l)!r} gives {tuple(a.shape)}, which is not a map on the patch grid {grid} of this token model "
+                         "(e.g. attention heads × tokens). Pick a block's `norm1` (see `token_layer`), or leave `layer=None`. " + _reshape_hint)
+    return a
+
+def feature_maps(m, ls, c, name, hw=None, reshape=None):
+    "Activations and gradients (`None`s when not captured) of layers `ls` from the capture `c`, as maps `[n,c,h,w]` (see `to_spatial`)"
+    # reading tokens is a slice and a permutation, so it commutes with the gradient: apply it to both after the capture
+    acts = [check_spatial(m, l, to_spatial(a, m, l, hw, reshape), name) for l,a in zip(ls, c.acts)]
+    grads = [None]*len(ls) if c.grads is None else [to_spatial(g, m, l, hw, reshape) for l,g in zip(ls, c.grads)]
+    for l,g,sg in zip(ls, c.grads or [], grads):
+        # after a ViT's last attention only the class token reaches the score: every gradient map of such a layer is zero
+        if g.ndim==3 and not sg.any() and g.any():
+            warnings.warn(f"Layer {module_name(m,l)!r}: the target scores depend on its extra (class) tokens only, not on its patch tokens, "
+                          "so gradient-based maps of it are all zero. Leave `layer=None` (`norm1` of the last block, see `token_layer`).")
+    return acts,grads
+
 
 # %% ../nbs/02_methods.ipynb #baa3d2b1
 def fuse_maps(maps, fuse='max'):
@@ -36,21 +97,38 @@ def fuse_maps(maps, fuse='max'):
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
     name,needs_grad,relu = None,True,True
+    guided = False        # maps are input-space images `[n,c,H,W]` (guided backprop), drawn with `show_guided`
+    has_layer = True      # the method reads a layer's activations (`layer=` means something)
+    supports_all = True   # target='all' gives `[n,C,h,w]` in one call
     def weights(self, acts, grads): raise NotImplementedError
     def combine(self, acts, grads):
         "Map `[n,h,w]` from one layer's activations and gradients"
         m = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads), acts)
         return F.relu(m) if self.relu else m
-    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max'):
-        "Maps `[n,h,w]` (float32) and the model's output for the batch `xb`; several layers give one fused map"
-        if isinstance(target, str) and target=='all': raise TargetError(f"target='all' is only for CAM (method='cam'); {self.name} needs one target per item.")
+    def check_target(self, target):
+        "Raise a `TargetError` for a target this method cannot explain"
+        if is_all(target) and not self.supports_all:
+            subs = lambda c: [c] + [s for k in c.__subclasses__() for s in subs(k)]
+            ok = ', '.join(sorted({c.name for c in subs(CAMMethod) if c.name and c.supports_all}))
+            raise TargetError(f"target='all' (one map per class) is supported by {ok}; {self.name} explains one target per item: "
+                              f"loop over the classes, e.g. `[learn.heatmap(x, {self.name!r}, target=c) for c in range(n_classes)]`.")
+    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None):
+        "Maps `[n,h,w]` (`[n,C,h,w]` for `target='all'`, float32) and the model's output for the batch `xb`; several layers give one fused map; `reshape` reads other layouts (see `to_spatial`)"
+        self.check_target(target)
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
         c = capture(m, xb, ls, target, vocab, grad=self.needs_grad)
-        maps = [self.combine(check_spatial(m, l, a, self.name), None if c.grads is None else g)
-                for l,a,g in zip(ls, c.acts, c.grads or [None]*len(ls))]
-        return fuse_maps(maps, fuse), c.out
+        n = len(xb)
+        if is_all(target):
+            # the C classes' gradients `[C,n,...]` as C*n items (class-major), each beside its item's activations
+            C = len(c.grads[0])
+            c.acts,c.grads = [a.expand(C,*a.shape).flatten(0,1) for a in c.acts],[g.flatten(0,1) for g in c.grads]
+        with no_autocast(xb):  # the model ran under the user's autocast (if any); the weighting and the sum run in float32
+            maps = [self.combine(a, g) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape))]
+            res = fuse_maps(maps, fuse).float()  # float32 for a float64 model too
+            return (res.unflatten(0, (-1,n)).transpose(0,1) if is_all(target) else res), c.out
     def __repr__(self): return f"{type(self).__name__}()"
+
 
 # %% ../nbs/02_methods.ipynb #7ae0ea43
 class GradCAM(CAMMethod):
@@ -91,9 +169,12 @@ class HiResCAM(CAMMethod):
 # %% ../nbs/02_methods.ipynb #738cbe14
 class EigenCAM(CAMMethod):
     "Eigen-CAM, Muhammad & Yeasin 2020 (arXiv:2008.00299): first principal component of the activations, class-agnostic"
-    name,needs_grad = 'eigencam',False
+    name,needs_grad,supports_all = 'eigencam',False,False  # class-agnostic: one map per item whatever the target
     def combine(self, acts, grads=None):
         n,k,h,w = acts.shape
+        # the SVD of NaN or inf has no answer (torch raises a bare `LinAlgError`); the input was checked, so the model made them
+        if not torch.isfinite(acts).all(): raise CAMError("Eigen-CAM: the layer's activations hold NaN or infinite values, so they have no principal component. "
+                                                          "The model produces them from a finite input: check its weights (e.g. after a diverged training), or pick an earlier layer.")
         r = acts.flatten(2).transpose(1,2)             # [n, positions, channels]
         r = r - r.mean(1, keepdim=True)
         v = torch.linalg.svd(r, full_matrices=False).Vh[:,0]    # first right singular vector per item
@@ -101,6 +182,8 @@ class EigenCAM(CAMMethod):
         ref = acts.sum(1).flatten(1); ref = ref - ref.mean(1, keepdim=True)
         sign = torch.where((p*ref).sum(1)<0, -1., 1.)  # orient the component along the channel sum
         return F.relu(p*sign[:,None]).reshape(n,h,w)
+
+
 
 # %% ../nbs/02_methods.ipynb #b3e66f8f
 _head_ok = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Flatten, Flatten, nn.Dropout, nn.Identity, nn.BatchNorm1d, nn.Linear)
@@ -131,24 +214,27 @@ def head_weights(head):
 class CAM(CAMMethod):
     "CAM, Zhou et al. 2016 (arXiv:1512.04150): M_c = Σ_k w_ck·A_k from the head's (BN-folded) linear weights, exact"
     name,needs_grad,relu = 'cam',False,False
-    def compute(self, m, xb, target=None, layer=None, vocab=None):
-        if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("CAM needs class indices or labels as `target`, not a callable: use Grad-CAM for custom scores.")
-        l = resolve_layer(m, layer, xb)
+    def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
+        if is_custom(target): raise TargetError("CAM needs class indices or labels as `target`, not a callable: use Grad-CAM for custom scores.")
+        l = resolve_layer(m, ifnone(layer, 'last'), xb)  # CAM is defined at the last layer before the pooling only
         if isinstance(l, list): raise LayerError("CAM uses the one layer before the pooling; pass a single layer (or None).")
         c = capture(m, xb, [l], target, vocab, grad=False, trace=True)
-        a,out = check_spatial(m, l, c.acts[0], self.name),c.out
-        i = max(j for j,o in enumerate(c.order) if o is l)
-        W,b = (o.to(a.dtype) for o in head_weights(c.order[i+1:]))
-        if not isinstance(out, Tensor) or out.ndim!=2 or out.shape[1]!=W.shape[0]:
-            raise HeadError("The model's output is not the head's linear output [n, classes], so CAM cannot be exact. " + _cam_hint)
-        # the folded weights must give the model's own logits back (CAM eq. 2 summed over positions)
-        o = out.float()
-        err = (a.mean((2,3))@W.T + b - o).abs().max()
-        if err > (1e-3 if out.dtype==torch.float32 else 2e-2)*(1+o.abs().max()):
-            raise HeadError(f"The mean of the CAM does not give back the model's logits (max error {err:.3g}): something between layer "
-                            f"{module_name(m,l)!r} and the pooling changes the features (e.g. a functional ReLU), so CAM would not be exact. " + _cam_hint)
-        if isinstance(target, str) and target=='all': return torch.einsum('ck,nkhw->nchw', W, a), out
-        return torch.einsum('nk,nkhw->nhw', W[c.idx], a), out
+        with no_autocast(xb):  # the folding, the check and the sum in float32 even under the user's autocast
+            a,out = feature_maps(m, [l], c, self.name, xb.shape[-2:], reshape)[0][0],c.out
+            i = max(j for j,o in enumerate(c.order) if o is l)
+            W,b = (o.to(a.dtype) for o in head_weights(c.order[i+1:]))
+            if not isinstance(out, Tensor) or out.ndim!=2 or out.shape[1]!=W.shape[0]:
+                raise HeadError("The model's output is not the head's linear output [n, classes], so CAM cannot be exact. " + _cam_hint)
+            # the folded weights must give the model's own logits back (CAM eq. 2 summed over positions)
+            o = out.float()
+            err = (a.mean((2,3))@W.T + b - o).abs().max()
+            if err > (1e-3 if out.dtype==torch.float32 else 2e-2)*(1+o.abs().max()):
+                raise HeadError(f"The mean of the CAM does not give back the model's logits (max error {err:.3g}): something between layer "
+                                f"{module_name(m,l)!r} and the pooling changes the features (e.g. a functional ReLU), so CAM would not be exact. " + _cam_hint)
+            if is_all(target): return torch.einsum('ck,nkhw->nchw', W, a).float(), out
+            return torch.einsum('nk,nkhw->nhw', W[c.idx], a).float(), out
+
+
 
 # %% ../nbs/02_methods.ipynb #3807e7bf
 methods = {'cam': CAM(), 'gradcam': GradCAM(), 'gradcampp': GradCAMpp(), 'gradcamplusplus': GradCAMpp(), 'xgradcam': XGradCAM(),

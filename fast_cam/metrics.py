@@ -204,10 +204,18 @@ def _logits(m, xb, bs):
     "The model's outputs `[n,classes]` in float32, in batches of `bs`, in eval mode and without autograd"
     with ModelState(m), torch.inference_mode(): return torch.cat([m(xb[i:i+bs]).float() for i in range(0, len(xb), bs)])
 
-def _classes(learn_or_model, out, target):
-    "Class index per item: the prediction for `target=None`, else `resolve_target`'s"
-    if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("The metrics need one class per item: pass None, an int, a label or one per item, not a callable.")
-    return resolve_target(target, out, get_vocab(learn_or_model))
+def _no_bar(meth):
+    "`{'bar': False}` for a method with a progress bar of its own (Score-CAM), so only the metric's bar shows"
+    return {'bar':False} if 'bar' in inspect.signature(meth.compute).parameters else {}
+
+def _prob(learn_or_model, o):
+    "Class probabilities from logits `o`: sigmoid for a multi-label Learner (each label on its own), else softmax"
+    return o.sigmoid() if multi_label(learn_or_model) is not None else o.softmax(1)
+
+def _classes(learn_or_model, out, target, y=None):
+    "Class index per item: the prediction for `target=None`, the labels `y` for `'label'`, else `resolve_target`'s"
+    if is_custom(target) or is_all(target): raise TargetError(f"The metrics need one class per item: pass None, an int, a label, one per item or 'label', not {'a callable' if is_custom(target) else repr(target)}.")
+    return resolve_target(target, out, get_vocab(learn_or_model), y)
 
 def _check_maps(maps, xb):
     m = saliency(maps).to(xb.device)
@@ -227,6 +235,7 @@ def _order(maps, size):
     o = s.argsort(dim=1, descending=True, stable=True)
     return torch.empty_like(o).scatter_(1, o, torch.arange(s.shape[1], device=s.device).expand_as(o)).view(-1, *size)
 
+
 # %% ../nbs/08_metrics.ipynb #f1747421
 def perturbation_curve(learn_or_model, # A `Learner` or an `nn.Module`
                        x, # The images, in any form `explain` takes
@@ -235,7 +244,7 @@ def perturbation_curve(learn_or_model, # A `Learner` or an `nn.Module`
                        target=None, # The class to score: None (predicted), int, label or one per item
                        steps=32, # Number of equal steps from none to all of the pixels
                        substrate=None, # What replaces the pixels: a number, a tensor, `f(xb)` or 'blur'; default 0 for deletion, 'blur' for insertion
-                       score='prob', # 'prob' (softmax probability) or 'logit'
+                       score='prob', # 'prob' (softmax probability; sigmoid for a multi-label Learner) or 'logit'
                        bs=64, # Batch size of the perturbed forwards
                        progress=False # Show a progress bar
                       ):
@@ -258,7 +267,7 @@ def perturbation_curve(learn_or_model, # A `Learner` or an `nn.Module`
             done = rk[i] < cnt[k].view(-1,1,1,1)
             xs = torch.where(done, sub[i], xb[i]) if mode=='deletion' else torch.where(done, xb[i], sub[i])
             o = m(xs).float()
-            res[s:s+len(j)] = (o.softmax(1) if score=='prob' else o).gather(1, idx[i][:,None])[:,0]
+            res[s:s+len(j)] = (_prob(learn_or_model, o) if score=='prob' else o).gather(1, idx[i][:,None])[:,0]
     curves = res.view(n, steps+1)
     return auc(curves), curves
 
@@ -270,6 +279,7 @@ def insertion(learn_or_model, x, maps, target=None, steps=32, substrate='blur', 
     "Insertion AUC per item and the curves (RISE): higher is better"
     return perturbation_curve(learn_or_model, x, maps, 'insertion', target, steps, substrate, **kwargs)
 
+
 # %% ../nbs/08_metrics.ipynb #c48b5a5f
 def drop_increase(learn_or_model, x, maps, target=None, bs=64):
     "Per item, the drop `max(0,Y-O)/Y·100` and the increase `O>Y` of the target's probability from the image (Y) to the image × its map (O)"
@@ -278,9 +288,10 @@ def drop_increase(learn_or_model, x, maps, target=None, bs=64):
     mp = min_max_scale(_at(_check_maps(maps, xb), xb.shape[-2:]))
     out = _logits(m, xb, bs)
     idx = _classes(learn_or_model, out, target)
-    Y = out.softmax(1).gather(1, idx[:,None])[:,0]
-    O = _logits(m, xb*mp[:,None].to(xb.dtype), bs).softmax(1).gather(1, idx[:,None])[:,0]
+    Y = _prob(learn_or_model, out).gather(1, idx[:,None])[:,0]
+    O = _prob(learn_or_model, _logits(m, xb*mp[:,None].to(xb.dtype), bs)).gather(1, idx[:,None])[:,0]
     return (Y-O).clamp_min(0)/Y*100, O>Y
+
 
 # %% ../nbs/08_metrics.ipynb #024c109c
 def cascade_blocks(learn_or_model):
@@ -361,10 +372,10 @@ def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed:
     meth = get_method(method)
     xb = to_batch(learn_or_model, x)
     idx = _classes(learn_or_model, _logits(m, xb, 64), target)
-    lay = None if meth.name=='guided_backprop' else _layer_names(m, resolve_layer(m, layer, xb))
+    lay = None if not meth.has_layer else _layer_names(m, resolve_layer(m, layer, xb))
     blocks = cascade_blocks(m) if blocks is None else [module_name(m, get_module(m, b)) for b in L(blocks)]
     size = tuple(xb.shape[-2:]) if size=='input' else size
-    if meth.name=='scorecam': kwargs = {'bar':False, **kwargs}  # one bar at most: the check's own
+    kwargs = {**_no_bar(meth), **kwargs}  # one bar at most: the check's own
     def _maps(mod):
         mp = saliency(explain(mod, xb, meth, target=idx, layer=lay, **kwargs))
         return min_max_scale(mp if size is None else _at(mp, size))
@@ -381,6 +392,7 @@ def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed:
     df = pd.DataFrame(dict(step=range(len(maps)), randomised=names, spearman=sp.nanmean(1).numpy(), ssim=ss.mean(1).numpy(),
                            n_const=sp.isnan().sum(1).numpy()))
     return SanityCheck(df, sp, ss, torch.stack(maps).cpu(), _decode(learn_or_model, xb), meth.name)
+
 
 # %% ../nbs/08_metrics.ipynb #1d118afd
 def _edge(xb, i=None):
@@ -505,10 +517,7 @@ def evaluate_cams(learn, # A fastai `Learner`
         xb = to_batch(m, xb[:n-done])
         k,ids = len(xb),torch.arange(done, done+len(xb))
         out = _logits(m, xb, bs)
-        if isinstance(target, str) and target in ('actual','label'):
-            if yb is None: raise TargetError("target='actual' needs a DataLoader with labels.")
-            idx = yb[:k].as_subclass(Tensor).to(xb.device).long()
-        else: idx = _classes(learn, out, target)
+        idx = _classes(learn, out, target, None if yb is None else yb[:k])  # multi-label 'actual': the positive label scored highest
         mk = None if mk_all is None else mk_all[done:done+k].to(xb.device)
         bx = None if bx_all is None else bx_all[done:done+k].to(xb.device)
         if mk is None and bx is not None: mk = boxes_to_masks(bx, xb.shape[-2:])
@@ -517,7 +526,7 @@ def evaluate_cams(learn, # A fastai `Learner`
             if progress: pb.comment = nm
             if isinstance(mt, str): maps = baseline_maps[mt](xb, ids)
             elif not hasattr(mt, 'compute'): maps = mt(xb)
-            else: maps = explain(m, xb, mt, target=idx, **{**({'bar':False} if mt.name=='scorecam' else {}), **kws.get(nm, {})})
+            else: maps = explain(m, xb, mt, target=idx, **{**_no_bar(mt), **kws.get(nm, {})})
             r,cv = _scores(learn, xb, saliency(maps), idx, mk, bx, metrics, t, thresh, steps, bs)
             items[nm].append(r)
             for kk,v in cv.items(): curves[nm].setdefault(kk, []).append(v)
@@ -529,6 +538,7 @@ def evaluate_cams(learn, # A fastai `Learner`
                       index=names, columns=metrics)
     df.index.name = 'method'
     return CAMEvaluation(df, items, curves, done)
+
 
 # %% ../nbs/08_metrics.ipynb #5ba9ce3a
 @patch

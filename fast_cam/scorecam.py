@@ -41,13 +41,22 @@ def channel_info(select, a, grad=None, xgrad=None, xb=None):
 
 
 # %% ../nbs/02a_scorecam.ipynb #7f06dbec
+def _rows(o, sl):
+    "Rows `sl` of a model output: a tensor, or each tensor of a tuple, list or dict"
+    if isinstance(o, Tensor): return o[sl]
+    if isinstance(o, dict): return {k:_rows(v, sl) for k,v in o.items()}
+    if isinstance(o, (tuple,list)):
+        rs = [_rows(v, sl) for v in o]
+        return type(o)(*rs) if hasattr(o, '_fields') else type(o)(rs)  # a namedtuple takes its fields one by one
+    return o
+
 class ScoreCAM(CAMMethod):
     "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the channels likeliest to score high"
-    name,needs_grad = 'scorecam',False
+    name,needs_grad,supports_all = 'scorecam',False,False  # C classes would cost C times the masked forwards: one target per item
     def __init__(self, bs=32, max_channels=None, select='taylor', fill='min', bar=None): store_attr()
 
-    def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None, bar=None, fuse='max'):
-        if isinstance(target, str) and target=='all': raise TargetError("target='all' is only for CAM (method='cam').")
+    def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None, bar=None, fuse='max', reshape=None):
+        self.check_target(target)
         bs,kmax,bar = ifnone(bs, self.bs),ifnone(max_channels, self.max_channels),ifnone(bar, self.bar)
         select,fill = ifnone(select, self.select),ifnone(fill, self.fill)
         if select not in _selects: raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
@@ -57,12 +66,14 @@ class ScoreCAM(CAMMethod):
         fast = kmax is not None
         c = capture(m, xb, ls, target, vocab, grad=fast and select=='gradcam', input_grad=fast and select=='taylor')
         fn = target if callable(target) and not isinstance(target, (str,Tensor)) else None
+        if fn is None and isinstance(c.out, Tensor) and c.out.ndim==4:
+            raise TargetError(f"Score-CAM scores masked copies of the image by one logit per item, and this model's output {tuple(c.out.shape)} is a segmentation map: "
+                              "use a gradient method (`gradcam`, `hirescam`, `layercam`...), or pass `target=f` with `f(output)` returning one score per item.")
         maps = []
-        for j,(l,a) in enumerate(zip(ls, c.acts)):
-            check_spatial(m, l, a, self.name)
-            info = channel_info(select, a, c.grads[j] if c.grads else None, c.xgrad, xb) if fast else None
+        for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape)):
+            with no_autocast(xb): info = channel_info(select, a, g, c.xgrad, xb) if fast else None
             maps.append(self._one(m, xb, a, c.idx, fn, bs, kmax, info, fill, bar))
-        return fuse_maps(maps, fuse), c.out
+        return fuse_maps(maps, fuse).float(), c.out  # float32 for a float64 model too
 
     def _one(self, m, xb, a, idx, fn, bs, kmax, info, fill, bar):
         m = as_model(m)
@@ -74,17 +85,26 @@ class ScoreCAM(CAMMethod):
         I = torch.cat([torch.full((len(ch),), i, device=a.device) for i,ch in enumerate(chans)])
         J = torch.cat([torch.where(const[i,ch], k, ch) for i,ch in enumerate(chans)])
         jobs = torch.unique(I*(k+1)+J)
-        I,J = jobs//(k+1),jobs%(k+1)
+        I,J,step = jobs//(k+1),jobs%(k+1),bs
+        if fn is not None:
+            # a callable target reads its output as a batch of the items (e.g. `o[range(n), t]`), so it must see rows laid out as the items:
+            # rounds of n rows, row i a job of item i (an item with fewer jobs repeats its last), and one call per round
+            per = [J[I==i] for i in range(n)]
+            r = max(len(o) for o in per)
+            J = torch.stack([o[torch.arange(r, device=a.device).clamp_max(len(o)-1)] for o in per], 1).flatten()
+            I,step = torch.arange(n, device=a.device).repeat(r),max(1, bs//n)*n
         scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
-        rng = range(0, len(jobs), bs)
+        rng = range(0, len(I), step)
         if bar or (bar is None and len(rng)>=20): rng = progress_bar(rng, leave=False)
         H,W = xb.shape[-2:]
         with ModelState(m), torch.inference_mode():
             for s in rng:
-                ii,jj = I[s:s+bs],J[s:s+bs]
+                ii,jj = I[s:s+step],J[s:s+step]
                 mk = F.interpolate(masks[ii,jj][:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
                 out = m((xb if n==1 else xb[ii])*mk)
-                scores[ii,jj] = (fn(out) if fn is not None else out.float().gather(1, idx[ii][:,None])[:,0]).to(a.dtype)
+                if fn is None: sc = out.float().gather(1, idx[ii][:,None])[:,0]
+                else: sc = torch.cat([target_scores(fn, _rows(out, slice(j, j+n)))[0] for j in range(0, len(ii), n)])
+                scores[ii,jj] = sc.to(a.dtype)
         w = torch.zeros(n, k, device=a.device, dtype=a.dtype)
         for i in range(n):
             ch = chans[i]
@@ -94,6 +114,9 @@ class ScoreCAM(CAMMethod):
                 # channels not scored keep a share of the softmax: the lowest score of the scored ones, or their mean
                 full = s.new_full((k,), float(s.min() if fill=='min' else s.mean())); full[ch] = s
                 w[i] = full.softmax(0)
-        return F.relu(torch.einsum('nk,nkhw->nhw', w, a))
+        with no_autocast(a): return F.relu(torch.einsum('nk,nkhw->nhw', w, a))  # the masked forwards ran under the user's autocast, the sum does not
 
 methods.update(scorecam=ScoreCAM())
+
+
+

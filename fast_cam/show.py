@@ -85,43 +85,73 @@ def _decode(learn, xb):
         except Exception: pass
     return min_max_scale(xb.flatten(1)[:,None]).reshape(xb.shape)
 
+def _seg_titles(preds, target, vocab):
+    "`label / p`: the class explained and its mean probability over the pixels explained (see `SegTarget`)"
+    st = SegTarget(target)
+    idx = st.classes(preds, vocab)
+    mk = st.masks(preds, idx).float()
+    p = (preds.float().gather(1, idx[:,None,None,None].expand(-1,1,*preds.shape[-2:]))[:,0]*mk).flatten(1).sum(1) / mk.flatten(1).sum(1).clamp_min(1)
+    return [f"{vocab[i] if vocab else i} / {q:.2f}" for i,q in zip(idx.tolist(), p.tolist())]
+
 def _titles(learn, preds, target, maps_n):
     vocab = get_vocab(learn)
+    if isinstance(preds, Tensor) and preds.ndim==4 and not callable(target): return _seg_titles(preds, target, vocab)
     if not (isinstance(preds, Tensor) and preds.ndim==2): return ['']*maps_n
-    idx = preds.argmax(1) if target is None or callable(target) else resolve_target(target, preds, vocab)
+    idx = preds.argmax(1) if target is None or is_custom(target) else resolve_target(target, preds, vocab)
     return [f"{vocab[i] if vocab else i} / {p[i]:.2f}" for i,p in zip(idx.tolist(), preds)]
 
+
+
 # %% ../nbs/04_show.ipynb #e7b5f6e8
-def _is_guided(meth): return meth.name in ('guided_backprop','guided_gradcam')
+def _ml_panels(learn, xb, meth, layer, reshape, thresh):
+    "Items and labels of a multi-label `learn`'s panels: every label whose probability passes `thresh` (the top label if none does), most probable first"
+    _,preds = explain(learn, xb, meth, None, layer, with_preds=True, **({} if reshape is None else {'reshape':reshape}))
+    rows,cols = [],[]
+    for i,p in enumerate(preds.float().cpu()):
+        ls = [int(j) for j in p.argsort(descending=True) if p[j]>thresh] or [int(p.argmax())]
+        rows += [i]*len(ls); cols += ls
+    return tensor(rows),tensor(cols),preds
 
 @patch
 def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, merge=True, alpha=0.6, cmap='magma',
-                 interpolation='bilinear', colorbar=False, gray=False, ncols=4, figsize=None, ax=None, ctx=None, title=None, **kwargs):
-    "Draw the `method` heatmap(s) of `x` over the image(s); a list of methods draws a comparison row for one image. Returns the axes"
+                 interpolation='bilinear', colorbar=False, gray=False, ncols=4, figsize=None, ax=None, ctx=None, title=None, reshape=None, region=None, **kwargs):
+    "Draw the `method` heatmap(s) of `x` over the image(s); a multi-label Learner draws one panel per predicted label; a list of methods draws a comparison row for one image; `region` (segmentation) is outlined. Returns the axes"
+    if is_all(target): raise TargetError("show_heatmap draws one map per item: for every class, loop over them (`target=c`), "
+                                         "or get the maps with `learn.heatmap(x, target='all')`.")
+    target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
     xb = to_batch(self, x)
     imgs = _decode(self, xb)
     meths = [get_method(o) for o in (method if isinstance(method, (list,tuple)) else [method])]
     if len(meths)>1 and len(xb)!=1: raise CAMError(f"A list of methods compares them on one image; got {len(xb)} images. Pass one image, or one method.")
-    res = [explain(self, xb, m, target, layer, with_preds=True) for m in meths]
+    thresh = multi_label(self)
+    if thresh is not None and target is None and region is None and len(meths)==1:
+        # multi-label: a panel for each label the model predicts (fastai decodes `probability > loss_func.thresh`)
+        rows,cols,preds = _ml_panels(self, xb, meths[0], layer, reshape, thresh)
+        xb,imgs,target = xb[rows.to(xb.device)],imgs[rows],cols
+        res = [(explain(self, xb, meths[0], target, layer, reshape=reshape), preds[rows.to(preds.device)])]
+    else: res = [explain(self, xb, m, target, layer, with_preds=True, reshape=reshape, region=region) for m in meths]
     preds = res[0][1]
-    tts = _titles(self, preds, target, len(xb))
+    tts = _titles(self, preds, target if region is None else SegTarget(target, region), len(xb))
+    rms = None if region is None else region_masks(region, len(xb), preds.shape[-2:]).float()
     if len(meths)>1:
         axs = ifnone(ifnone(ax, ctx), None)
         if axs is None: axs = get_grid(len(meths)+1, nrows=1, ncols=len(meths)+1, figsize=figsize, title=title or tts[0])
         show_image(_hwc(imgs[0]), ax=axs[0], title='image')
         for a,m,(mp,_) in zip(axs[1:], meths, res):
-            if _is_guided(m): show_guided(mp[0], ax=a, gray=gray, title=m.name)
+            if m.guided: show_guided(mp[0], ax=a, gray=gray, title=m.name)
             else: show_heatmap(imgs[0], mp[0], ax=a, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar, title=m.name)
         return axs
     m,maps = meths[0],res[0][0]
-    n,per = len(xb),(1 if merge or _is_guided(m) else 2)
+    n,per = len(xb),(1 if merge or m.guided else 2)
     if ifnone(ax, ctx) is not None: axs = [ifnone(ax, ctx)] if per==1 else list(ifnone(ax, ctx))
     else: axs = get_grid(n*per, ncols=min(n*per, ncols*per), figsize=figsize, title=title)
     for i in range(n):
         a = axs[i*per] if per==1 else axs[i*per:(i+1)*per]
-        if _is_guided(m): show_guided(maps[i], ax=a, gray=gray, title=tts[i])
+        if m.guided: show_guided(maps[i], ax=a, gray=gray, title=tts[i])
         else: show_heatmap(imgs[i], maps[i], ax=a, merge=merge, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar, title=tts[i], **kwargs)
+        if rms is not None: (a if per==1 else a[0]).contour(rms[i].numpy(), levels=[.5], colors='lime', linewidths=1)
     return axs
+
 
 # %% ../nbs/04_show.ipynb #c7761f3d
 @patch

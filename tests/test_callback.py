@@ -7,7 +7,7 @@ from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, RandomSplit
 from fast_cam.all import *
 from fast_cam.data import ShapesImage, ShapesLabel
 from fast_cam.callback import *
-from fast_cam.cli import peak_in_mask
+from fast_cam.metrics import pointing_game
 from conftest import hooks_of, snapshot, assert_same
 
 @pytest.fixture(scope='module')
@@ -316,9 +316,9 @@ def test_get_cams_default_valid(trained):
     assert maps.shape==(len(items), 8, 8)
     assert torch.equal(targs, torch.tensor(l.dls.shapes.labels[items]))
     masks = torch.from_numpy(l.dls.shapes.masks[items])
-    pim = peak_in_mask(maps, masks).float().mean()
+    pim = pointing_game(maps, masks).mean()
     # maps paired with the wrong items (one place off) would score about the shapes' share of the image
-    assert pim > 0.6 and pim > peak_in_mask(maps.roll(1, 0), masks).float().mean() + 0.3
+    assert pim > 0.6 and pim > pointing_game(maps.roll(1, 0), masks).mean() + 0.3
 
 def test_get_cams_files(trained, tmp_path):
     "out= writes {idx}.npy maps equal to the returned ones, PNG overlays and a manifest with the items, labels and predictions"

@@ -13,7 +13,7 @@ def test_identity_gap_linear():
     torch.manual_seed(0)
     m = tv_resnet18(weights=None, num_classes=6).eval()
     x = torch.randn(3,3,96,96)
-    cm,gc = explain(m, x, 'cam', target=[0,3,5]),explain(m, x, 'gradcam', target=[0,3,5])
+    cm,gc = explain(m, x, 'cam', target=[0,3,5]),explain(m, x, 'gradcam', target=[0,3,5], layer='last')
     assert cm.shape==gc.shape==(3,3,3)
     assert (cm<0).any() and (cm>0).any(), 'CAM is raw: both signs'
     assert rel_err(gc, F.relu(cm)/9) < 1e-5
@@ -22,7 +22,7 @@ def test_identity_vision_learner(cam_learn, files):
     "vision_learner(..., concat_pool=False, lin_ftrs=[]): BN1d folded into the linear weights exactly"
     bn = cam_learn.model[1][2]
     assert isinstance(bn, nn.BatchNorm1d) and bn.running_var.std()>0.1
-    cm,gc = cam_learn.cam(files),cam_learn.gradcam(files)
+    cm,gc = cam_learn.cam(files),cam_learn.gradcam(files, layer='last')
     assert rel_err(gc, F.relu(cm)/cm[0].numel()) < 1e-5
     # the CAM is the spatial decomposition of the logit: its mean plus the folded bias gives the logit back
     xb = to_batch(cam_learn, files)
@@ -37,23 +37,56 @@ def test_cam_all(cam_learn, files):
     for c in range(2): assert rel_err(allc[:,c], cam_learn.cam(files, target=c)) < 1e-6
 
 def test_default_head(learn, files):
-    "fastai's default head: gradcam and guided_gradcam work with the automatic layer; cam raises the helpful error"
-    assert cam_layer(learn) is learn.model[0][7]
+    "fastai's default head: gradcam and guided_gradcam work with the automatic layer (layer2, 8x8 at 64 px); cam raises the helpful error"
+    assert cam_layer(learn) is learn.model[0][5] and cam_layer(learn, rule='last') is learn.model[0][7]
     gc = learn.gradcam(files)
-    assert gc.shape==(len(files),2,2) and gc.abs().max()>0
-    assert torch.equal(gc, learn.gradcam(files, layer=[0,7]))
-    assert torch.equal(gc, learn.gradcam(files, layer='0.7'))
-    assert torch.equal(gc, learn.gradcam(files, layer=learn.model[0][-1]))
+    assert gc.shape==(len(files),8,8) and gc.abs().max()>0
+    assert torch.equal(gc, learn.gradcam(files, layer=[0,5]))
+    last = learn.gradcam(files, layer='last')
+    assert last.shape==(len(files),2,2)
+    assert torch.equal(last, learn.gradcam(files, layer='0.7'))
+    assert torch.equal(last, learn.gradcam(files, layer=learn.model[0][-1]))
     assert learn.guided_gradcam(files).shape==(len(files),3,64,64)
     with pytest.raises(HeadError, match='gradcam'): learn.cam(files)
 
 def test_cam_layer_uses_real_input_size(shapes):
-    "At 32 px resnet18's layer4 is 1x1, so the automatic layer must be layer3; a fixed 224 dry run would pick layer4"
+    "At 32 px resnet18's layer4 is 1x1: the last spatial layer is layer3, and the first map of at least 7x7 is layer1's (8x8); at 224 px both are layer4"
     dls = ImageDataLoaders.from_folder(shapes, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=4, num_workers=0)
     l = vision_learner(dls, resnet18, pretrained=False)
-    assert cam_layer(l) is l.model[0][6]
+    assert cam_layer(l, rule='last') is l.model[0][6]
+    assert cam_layer(l) is l.model[0][4]
     assert cam_layer(l, torch.zeros(1,3,224,224)) is l.model[0][7]
+    assert cam_layer(l, torch.zeros(1,3,224,224), rule='last') is l.model[0][7]
     assert hooks_of(l.model)==[]
+
+@pytest.mark.parametrize('sz,auto', [(64,'layer2'), (96,'layer2'), (128,'layer3'), (160,'layer3'), (224,'layer4'), (320,'layer4')])
+def test_cam_layer_resolution_rule(sz, auto):
+    "The automatic layer is the last stage whose map is at least 7 cells a side; 'last' is always layer4"
+    m = tv_resnet18(weights=None)
+    x = torch.zeros(1,3,sz,sz)
+    assert module_name(m, cam_layer(m, x))==auto
+    assert cam_layer(m, x, rule='last') is m.layer4
+    assert module_name(m, resolve_layer(m, 'last', x))=='layer4'
+
+def test_cam_layer_other_archs():
+    "The rule never picks a layer whose map is coarser than an earlier one (vgg's avgpool upsamples 2x2 to 7x7 at 64 px), and never goes inside a residual block"
+    from torchvision.models import vgg11_bn, resnet50, efficientnet_b0
+    x = torch.zeros(1,3,64,64)
+    v = vgg11_bn(weights=None)
+    assert cam_layer(v, x, rule='last') is v.avgpool and module_name(v, cam_layer(v, x))=='features.20'
+    assert module_name(v, cam_layer(v, torch.zeros(1,3,224,224)))=='avgpool'
+    r = resnet50(weights=None)
+    assert module_name(r, cam_layer(r, x))=='layer2'
+    e = efficientnet_b0(weights=None)
+    assert module_name(e, cam_layer(e, x))=='features.3' and module_name(e, cam_layer(e, torch.zeros(1,3,224,224)))=='features'
+    with pytest.raises(LayerError, match="'auto' or 'last'"): cam_layer(r, x, rule='first')
+
+def test_cam_layer_keeps_rng():
+    "The dry run draws its input from the global generator, and gives the state back"
+    m = tv_resnet18(weights=None)
+    torch.manual_seed(3); a = torch.rand(3)
+    torch.manual_seed(3); cam_layer(m, torch.zeros(1,3,96,96)); b = torch.rand(3)
+    assert torch.equal(a, b)
 
 def test_cam_layer_plain_models():
     m = tv_resnet18(weights=None)
@@ -65,7 +98,7 @@ def test_arch_summary(learn, capsys):
     arch_summary(learn)
     out = capsys.readouterr().out
     assert '[0]' in out and '[0, 7]' in out and '8 layers' in out and '<- cam_layer' in out
-    assert out.count('<- cam_layer')==1 and '[0, 7]' in [l for l in out.splitlines() if 'cam_layer' in l][0]
+    assert out.count('<- cam_layer')==1 and '[0, 5]' in [l for l in out.splitlines() if 'cam_layer' in l][0]
     arch_summary(learn, verbose=True)
     assert 'Conv2d(' in capsys.readouterr().out
 
@@ -90,7 +123,7 @@ def test_inputs_agree(learn, files):
 
 def test_one_batch_tuple(learn):
     b = learn.dls.one_batch()
-    assert learn.gradcam(b).shape==(len(b[0]),2,2)
+    assert learn.gradcam(b).shape==(len(b[0]),8,8)
 
 def test_with_preds(learn, files):
     maps,probs = learn.gradcam(files, with_preds=True)
@@ -110,7 +143,8 @@ def test_batch_equals_items(learn, cam_learn, files, method):
     items = torch.cat([l.heatmap(xb[i:i+1], method=method, target=tg[i]) for i in range(len(xb))])
     # float32: the batched and single-item convolutions sum in different orders, and the map cancels (most of it is ReLU-clipped)
     assert batch.abs().max()>0 and rel_err(batch, items) < 1e-4
-    assert [t is not None for t in tg]  # per-item targets, not only item 0's
+    # per-item targets, not only item 0's: item 0's class for every item gives other maps
+    assert rel_err(batch, l.heatmap(xb, method=method, target=tg[0])) > 1e-2
 
 def test_inplace_relu_after_layer():
     "A layer whose output is changed in place right after it (resnet's `out += identity; relu_(out)`)"

@@ -19,6 +19,9 @@ def _find(nb, cid):
 
 def main(cmd, nbp, *args):
     p = Path(nbp)
+    # read the new source before taking the lock: `show NB ID | sed ... | set NB ID -` must not wait on itself
+    if cmd=='set': args = (args[0], _src(args[1]))
+    elif cmd=='insert': args = (args[0], _src(args[1]), *args[2:])
     with open(p.with_suffix('.ipynb.lock'), 'w') as lk:
         fcntl.flock(lk, fcntl.LOCK_EX)
         nb = json.loads(p.read_text())
@@ -28,12 +31,12 @@ def main(cmd, nbp, *args):
         if cmd=='show': print(''.join(nb['cells'][_find(nb, args[0])]['source'])); return
         if cmd=='set':
             c = nb['cells'][_find(nb, args[0])]
-            c['source'] = _lines(_src(args[1]))
+            c['source'] = _lines(args[1])
             if c['cell_type']=='code': c['outputs'],c['execution_count'] = [],None
         elif cmd=='insert':
             kind = args[2] if len(args)>2 else 'code'
             cid = uuid.uuid4().hex[:8]
-            c = dict(cell_type=kind, id=cid, metadata={}, source=_lines(_src(args[1])))
+            c = dict(cell_type=kind, id=cid, metadata={}, source=_lines(args[1]))
             if kind=='code': c.update(execution_count=None, outputs=[])
             i = 0 if args[0]=='top' else _find(nb, args[0])+1
             nb['cells'].insert(i, c)

@@ -1,0 +1,194 @@
+"""MkDocs hook: turns nbdev's processed notebooks into the site's pages.
+
+nbdev's doc processing (`nbdev-proc-nbs`: `show_doc` for every exported name, hidden cells dropped, backtick names
+linked) writes notebooks meant for Quarto. This hook runs it into `_proc/`, then rewrites each processed notebook
+into a plain one in `_pages/` that nbformat accepts and mkdocs-jupyter renders:
+
+- the raw YAML front matter becomes the page's `# title` and its description;
+- `#| echo: false` / `#| output: asis` cells (the `show_doc` entries) become markdown cells, so their headings get
+  anchors and a place in the page's table of contents;
+- Quarto link attributes (`[source](...){target="_blank" ...}`) and the `has_sd` cell key are removed;
+- nbdev's absolute doc links (`https://<doc_host>/<baseurl>/core.html#gradcam`) become relative (`core.html#gradcam`),
+  and so do links and `` `nbs/XX.ipynb` `` mentions of notebooks.
+
+After rendering, headings get Quarto's (pandoc's) ids, the ones nbdev's links point at, and the table of contents is
+rebuilt from them. MathJax is served from the `jupyter-server-mathjax` package, so the site needs no CDN.
+Nothing is executed but nbdev's own doc cells: outputs are the ones stored in the notebooks.
+"""
+import html as _html, json, re, shutil, subprocess, sys
+from pathlib import Path
+import nbformat, yaml
+from bs4 import BeautifulSoup
+from mkdocs.exceptions import PluginError
+from mkdocs.plugins import event_priority
+from mkdocs.structure.files import File
+from mkdocs.structure.toc import get_toc
+
+_st = {}  # what `on_config` learned, for the later events
+
+def _root(config): return Path(config.config_file_path).resolve().parent.parent
+
+def _proc_nbs(root, nbs):
+    "Run nbdev's doc processing of `nbs` into `root/_proc` (cached by nbdev on file times)"
+    code = f"from nbdev.serve import proc_nbs; proc_nbs(path={str(nbs)!r})"
+    r = subprocess.run([sys.executable, '-c', code], cwd=root, capture_output=True, text=True)
+    if r.returncode: raise PluginError(f"nbdev's doc processing failed:\n{(r.stdout+r.stderr)[-4000:]}")
+    return root/'_proc'
+
+def _doc_prefix(root):
+    "The absolute URL nbdev writes in front of its doc links"
+    from nbdev.config import get_config
+    cfg = get_config(root)
+    return cfg.doc_host.rstrip('/') + '/' + cfg.doc_baseurl.strip('/') + '/'
+
+_re_dir = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
+def _directives(src):
+    "Split the leading `#| key: value` lines off a code cell's source"
+    lines,d = src.splitlines(),{}
+    while lines and (m := _re_dir.match(lines[0])):
+        d[m.group(1)] = m.group(2).strip().lower() or 'true'
+        lines.pop(0)
+    return d, '\n'.join(lines)
+
+def _text(v): return ''.join(v) if isinstance(v, list) else v
+
+class _Links:
+    "Rewrites Quarto and absolute doc links in markdown into plain, relative ones"
+    def __init__(self, prefix, pages): self.prefix,self.pages = prefix,pages
+    def page(self, nb):
+        "Output page of notebook file name `nb`, or `None`"
+        return self.pages.get(Path(nb).name)
+    def __call__(self, md):
+        # `[source](url){target="_blank" style="float:right; ..."}`: a plain link floated right by the site's CSS
+        md = re.sub(r'\[source\]\(([^)\s]+)\)\{[^}]*\}',
+                    r'<a class="fc-source" href="\1" target="_blank" rel="noopener">source</a>', md)
+        md = re.sub(r'(\]\([^)\s]+\))\{[^}\n]*\}', r'\1', md)  # any other Quarto attribute on a link
+        md = md.replace(self.prefix, '')                      # nbdev's doc links, made relative
+        def nb_link(m):
+            p = self.page(m.group(1))
+            return f'({p}{m.group(2) or ""})' if p else m.group(0)
+        md = re.sub(r'\((?!https?:)(?:\.?/)?(?:nbs/)?([\w.-]+\.ipynb)(#[^)\s]*)?\)', nb_link, md)
+        def nb_code(m):
+            p = self.page(m.group(1))
+            return f'[`{m.group(1)}`]({p})' if p else m.group(0)
+        return re.sub(r'(?<!\[)`(nbs/[\w.-]+\.ipynb)`(?!\])', nb_code, md)
+
+def _md_cell(src, cid): return nbformat.v4.new_markdown_cell(src, id=cid)
+
+def _clean(nb, links):
+    "A plain notebook from nbdev's processed `nb` (a dict), and its title"
+    cells,title = [],None
+    for i,c in enumerate(nb['cells']):
+        src,cid = _text(c.get('source', '')),c.get('id') or f'cell{i}'
+        kind = c['cell_type']
+        if kind=='raw':
+            s = src.strip()
+            if i==0 and s.startswith('---'):  # front matter: the page's title and description
+                fm = yaml.safe_load(s.strip('-')) or {}
+                title = str(fm.get('title', '')) or None
+                head = [f'# {title}'] if title else []
+                if fm.get('description'): head.append(f'> {fm["description"]}')
+                if head: cells.append(_md_cell(links('\n\n'.join(head)), cid))
+            continue
+        if kind=='markdown':
+            if src.strip().startswith('<!-- WARNING: THIS FILE WAS AUTOGENERATED'): continue
+            cells.append(_md_cell(links(src), cid)); continue
+        d,code = _directives(src)
+        if d.get('include')=='false': continue
+        outs = [] if d.get('output')=='false' else c.get('outputs', [])
+        asis = d.get('output')=='asis'
+        echo = d.get('echo', 'true')!='false'
+        new_outs,mds = [],[]
+        for o in outs:
+            data = o.get('data', {})
+            if asis and 'text/markdown' in data: mds.append(links(_text(data['text/markdown']))); continue
+            if 'text/markdown' in data: o = {**o, 'data': {**data, 'text/markdown': links(_text(data['text/markdown']))}}
+            new_outs.append(o)
+        if echo and code.strip() or new_outs:
+            cc = nbformat.v4.new_code_cell(code, id=cid)
+            cc.outputs = [nbformat.from_dict(o) for o in new_outs]
+            for o in cc.outputs:
+                if o.get('output_type')=='execute_result': o['execution_count'] = None
+            if not echo: cc.metadata['tags'] = ['remove_input']
+            cells.append(cc)
+        cells += [_md_cell(m, f'{cid}-md{j}') for j,m in enumerate(mds)]
+    out = nbformat.v4.new_notebook(cells=cells, metadata={'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'},
+                                                          'language_info': {'name': 'python'}})
+    nbformat.validate(out)
+    return out, title
+
+def _pages(proc):
+    "Processed notebooks in notebook order, each with the name of its page"
+    res = []
+    for p in sorted(proc.glob('*.ipynb')):
+        nb = json.loads(p.read_text())
+        s = _text(nb['cells'][0]['source']) if nb['cells'] and nb['cells'][0]['cell_type']=='raw' else ''
+        fm = yaml.safe_load(s.strip().strip('-')) if s.strip().startswith('---') else {}
+        out = (fm or {}).get('output-file') or re.sub(r'^\d+[a-z]?_', '', p.stem)+'.html'
+        res.append((p, nb, Path(out).stem))
+    return sorted(res, key=lambda o: (o[2]!='index', o[0].name))
+
+@event_priority(100)
+def on_config(config):
+    root = _root(config)
+    proc = _proc_nbs(root, root/'nbs')
+    out = root/'_pages'
+    shutil.rmtree(out, ignore_errors=True); out.mkdir()
+    pages = _pages(proc)
+    stems = [o[2] for o in pages]
+    if len(set(stems))<len(stems): raise PluginError(f'two notebooks make the same page: {sorted(stems)}')
+    links = _Links(_doc_prefix(root), {p.name:f'{stem}.html' for p,_,stem in pages})
+    nav = []
+    for p,nb,stem in pages:
+        clean,title = _clean(nb, links)
+        nbformat.write(clean, out/f'{stem}.ipynb')
+        nav.append({('Home' if stem=='index' else title or stem): f'{stem}.ipynb'})
+    config['nav'] = nav
+    _st.update(root=root, proc=proc, out=out)
+    return config
+
+def _static(config, src_dir, dest):
+    "Files under `src_dir`, to be copied to `dest/` in the site"
+    return [File.generated(config, f'{dest}/{f.relative_to(src_dir).as_posix()}', abs_src_path=str(f))
+            for f in sorted(src_dir.rglob('*')) if f.is_file() and not f.name.startswith('.') and not f.name.endswith('.lock')]
+
+@event_priority(100)  # before mkdocs-jupyter's `on_files`, which claims the notebooks
+def on_files(files, config):
+    out,proc = _st['out'],_st['proc']
+    # real files (not `File.generated`): mkdocs-jupyter's `NotebookFile` reads `src_dir`
+    for f in sorted(out.glob('*.ipynb')): files.append(File(f.name, src_dir=str(out), dest_dir=config.site_dir, use_directory_urls=config.use_directory_urls))
+    if (proc/'images').is_dir():
+        for f in _static(config, proc/'images', 'images'): files.append(f)
+    import jupyter_server_mathjax
+    mj = Path(jupyter_server_mathjax.__file__).parent/'static'
+    for f in _static(config, mj, 'assets/mathjax'): files.append(f)
+    return files
+
+def _slug(s):
+    "Pandoc's (so Quarto's and nbdev's) heading id for heading text `s`"
+    s = re.sub(r'[^\w\s.-]', '', s.strip().lower())
+    s = re.sub(r'\s+', '-', s)
+    s = re.sub(r'^[^a-z]+', '', s)
+    return s or 'section'
+
+def on_page_content(html, page, config, files):
+    "Headings get the ids nbdev's links use; the table of contents follows them"
+    if not page.file.src_uri.endswith('.ipynb'): return html
+    soup = BeautifulSoup(html, 'html.parser')
+    seen,toks = {},[]
+    for h in soup.find_all(['h1','h2','h3','h4','h5','h6']):
+        for a in h.find_all('a', class_='anchor-link'): a.extract()
+        txt = h.get_text().strip()
+        base = _slug(txt); i = seen.get(base, 0); seen[base] = i+1
+        hid = base if i==0 else f'{base}-{i}'
+        h['id'] = hid
+        a = soup.new_tag('a', attrs={'class':'anchor-link', 'href':f'#{hid}'}); a.string = '¶'
+        h.append(a)
+        lvl = int(h.name[1])
+        if 2<=lvl<=3: toks.append(dict(level=lvl, id=hid, name=_html.escape(txt), children=[]))
+    nested = []
+    for t in toks:
+        if t['level']==3 and nested and nested[-1]['level']==2: nested[-1]['children'].append(t)
+        else: nested.append(t)
+    page.toc = get_toc(nested)
+    return str(soup)
