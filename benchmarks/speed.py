@@ -94,7 +94,7 @@ def setup(case):
     _cache[case] = (m, x, t)
     return _cache[case]
 
-def layer_of(m): return m[0][-1]   # the body's last block, the default CAM layer of fast_cam
+def layer_of(m): return m[0][-1]   # the body's last block, fast_cam's layer='last'
 def layer_name(m): return f'0.{len(m[0])-1}'
 
 # ---- the callables: each returns a function of the repetition number that computes the maps ----------------------------
@@ -118,9 +118,10 @@ def make(case, lib, k=None):
         return f
     if lib=='fast_cam':
         if case=='scorecam':
-            return lambda r: explain(m, _sc_input(x, r), 'scorecam', target=_sc_target(m, x, r), bs=32, max_channels=k, bar=False)
+            return lambda r: explain(m, _sc_input(x, r), 'scorecam', target=_sc_target(m, x, r), layer='last', bs=32, max_channels=k, bar=False)
         meth = {'guided_backprop':'guided_backprop', 'toplosses':'gradcam'}.get(case, case)
-        return lambda r: explain(m, x, meth, target=t)
+        # the peers' layer: the body's last block (fast_cam's default is finer below 224 px)
+        return lambda r: explain(m, x, meth, target=t, layer=None if case=='guided_backprop' else 'last')
     mm = copy.deepcopy(m)  # peers get their own copy: their hooks stay on it while they live
     lay,name = layer_of(mm),layer_name(mm)
     if lib=='pytorch-grad-cam':

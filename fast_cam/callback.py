@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from .methods import get_method
 from .learner import explain
-from .show import show_heatmap, show_guided, _decode
+from .show import show_heatmap, show_guided, decode_batch
 
 
 # %% auto #0
@@ -192,7 +192,7 @@ class CAMCallback(Callback):
         with keep_rng():
             xs,ys,items = _fixed_batch(self.learn, self.items, self.n)
             if self.history is None or self.reset:
-                self.history,self.seen = CAMHistory(items, _small(_decode(self.learn, xs)), ys, get_vocab(self.learn), get_method(self.method).name),0
+                self.history,self.seen = CAMHistory(items, _small(decode_batch(self.learn, xs)), ys, get_vocab(self.learn), get_method(self.method).name),0
         self.xs = xs
         self.learn.cam_history = self.history
         try:
@@ -281,7 +281,7 @@ class GatherCAMsCallback(Callback):
         ys = self.yb[0].as_subclass(Tensor).cpu() if len(self.yb) else None
         custom = is_custom(t) or is_all(t)
         tg = None if custom else resolve_target(t, probs, vocab).cpu()
-        imgs = _decode(self.learn, xb) if self.overlays else None
+        imgs = decode_batch(self.learn, xb) if self.overlays else None
         guided = get_method(self.method).guided
         for j,i in enumerate(ii):
             p = int(probs[j].argmax())

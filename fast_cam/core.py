@@ -108,8 +108,10 @@ def model_device(m):
 
 # %% ../nbs/00_core.ipynb #36220d08
 def _in_channels(m):
-    c = next((o for o in as_model(m).modules() if isinstance(o, nn.modules.conv._ConvNd)), None)
-    return None if c is None else c.in_channels
+    "fastai's `in_channels`, or `None` for a model without a convolution"
+    try: return in_channels(as_model(m))
+    except Exception: return None
+
 
 # %% ../nbs/00_core.ipynb #e44f638b
 def image_type(dls):

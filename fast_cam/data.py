@@ -12,7 +12,8 @@ from fastai.vision.all import *
 from PIL import Image, ImageDraw
 
 # %% auto #0
-__all__ = ['ShapesImage', 'ShapesLabel', 'Shapes', 'shapes_cnn', 'shapes_learner', 'ShapesMask', 'shapes_unet_learner']
+__all__ = ['ShapesImage', 'ShapesLabel', 'Shapes', 'shapes_cnn', 'fit_cached', 'shapes_learner', 'ShapesMask',
+           'shapes_unet_learner']
 
 # %% ../nbs/09_data.ipynb #2ce46eb5
 def _polygon(kind, cx, cy, r, rot):
@@ -111,13 +112,10 @@ def shapes_cnn(n_out=4, nf=32):
     return nn.Sequential(body, nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(nf*4, n_out)))
 
 # %% ../nbs/09_data.ipynb #6085630d
-def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True, cache=False, **kwargs):
-    "A `Learner` with `shapes_cnn` trained on `Shapes(n)` with one-cycle; `learn.dls.shapes` holds the data set"
-    set_seed(seed, reproducible=True)
-    dls = Shapes(n, size=size, seed=seed).dls(bs=bs)
-    learn = Learner(dls, shapes_cnn(len(dls.vocab)), metrics=accuracy, **kwargs)
-    # `cache=True` keeps the trained weights in ~/.cache/fast_cam (or $FAST_CAM_CACHE), so docs pages share one training run
-    f = Path(os.environ.get('FAST_CAM_CACHE', '~/.cache/fast_cam')).expanduser()/f'shapes_{n}_{epochs}_{lr}_{size}_{seed}_{bs}.pth'
+def fit_cached(learn, name, epochs, lr, quiet=True, cache=False):
+    "Fit `learn` with one-cycle, or with `cache=True` load the weights a previous fit saved as `name` in ~/.cache/fast_cam (or $FAST_CAM_CACHE)"
+    # so docs pages and benchmarks share one training run
+    f = Path(os.environ.get('FAST_CAM_CACHE', '~/.cache/fast_cam')).expanduser()/f'{name}.pth'
     if cache and f.exists():
         learn.model.load_state_dict(torch.load(f, map_location='cpu'))
         return learn
@@ -129,6 +127,14 @@ def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(f'.{os.getpid()}.tmp'); torch.save(learn.model.state_dict(), tmp); tmp.replace(f)
     return learn
+
+def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True, cache=False, **kwargs):
+    "A `Learner` with `shapes_cnn` trained on `Shapes(n)` with one-cycle; `learn.dls.shapes` holds the data set"
+    set_seed(seed, reproducible=True)
+    dls = Shapes(n, size=size, seed=seed).dls(bs=bs)
+    learn = Learner(dls, shapes_cnn(len(dls.vocab)), metrics=accuracy, **kwargs)
+    return fit_cached(learn, f'shapes_{n}_{epochs}_{lr}_{size}_{seed}_{bs}', epochs, lr, quiet, cache)
+
 
 # %% ../nbs/09_data.ipynb #98a7ca77
 class ShapesMask(Transform):
@@ -163,17 +169,5 @@ def shapes_unet_learner(n=300, epochs=6, lr=3e-3, size=64, seed=0, bs=16, arch=r
     set_seed(seed, reproducible=True)
     dls = Shapes(n, size=size, seed=seed).seg_dls(bs=bs)
     learn = unet_learner(dls, arch, pretrained=False, n_out=len(dls.vocab), metrics=foreground_acc, **kwargs)
-    # `cache=True` keeps the trained weights in ~/.cache/fast_cam (or $FAST_CAM_CACHE), as `shapes_learner` does
-    f = Path(os.environ.get('FAST_CAM_CACHE', '~/.cache/fast_cam')).expanduser()/f'shapes_unet_{arch.__name__}_{n}_{epochs}_{lr}_{size}_{seed}_{bs}.pth'
-    if cache and f.exists():
-        learn.model.load_state_dict(torch.load(f, map_location='cpu'))
-        return learn
-    if epochs:
-        if quiet:
-            with learn.no_bar(), learn.no_logging(): learn.fit_one_cycle(epochs, lr)
-        else: learn.fit_one_cycle(epochs, lr)
-    if cache:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(f'.{os.getpid()}.tmp'); torch.save(learn.model.state_dict(), tmp); tmp.replace(f)
-    return learn
+    return fit_cached(learn, f'shapes_unet_{arch.__name__}_{n}_{epochs}_{lr}_{size}_{seed}_{bs}', epochs, lr, quiet, cache)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .core import *
 from fastai.vision.all import *
 from .learner import explain
-from .show import show_heatmap, show_guided, _decode
+from .show import show_heatmap, show_guided, decode_batch
 from .methods import get_method
 
 
@@ -37,7 +37,7 @@ class CAMInterpretation(ClassificationInterpretation):
         m = get_method(method)
         if multi_label(self.learn) is not None: return self._plot_multi(idxs, m, layer, nrows, ncols, figsize, with_loss, **kwargs)
         xb,preds,pred,targ,losses,maps,act = self._maps(idxs, m, layer)
-        imgs = _decode(self.learn, xb)
+        imgs = decode_batch(self.learn, xb)
         v = self.vocab
         per = 2 if show_actual and act else 1
         n = len(xb)
@@ -66,7 +66,7 @@ class CAMInterpretation(ClassificationInterpretation):
             rows += [i]*len(ls); cols += ls
         rows,cols = tensor(rows),tensor(cols)
         maps = explain(self.learn, xb[rows.to(xb.device)], m, target=cols, layer=layer)  # one batched call
-        imgs,v = _decode(self.learn, xb),self.vocab
+        imgs,v = decode_batch(self.learn, xb),self.vocab
         axs = get_grid(len(rows), nrows=nrows, ncols=ifnone(ncols, min(3, len(rows))), figsize=figsize, title='Image/Label/Loss/Probability')
         for ax,i,c,mp in zip(axs, rows.tolist(), cols.tolist(), maps):
             kind = 'false positive' if dec[i,c] and not targs[i,c] else 'missed' if targs[i,c] and not dec[i,c] else 'right'

@@ -12,7 +12,7 @@ from copy import deepcopy
 from fastprogress.fastprogress import progress_bar
 from .learner import explain
 from .methods import get_method
-from .show import show_heatmap, _decode, _hwc
+from .show import show_heatmap, decode_batch, to_hwc
 
 # %% auto #0
 __all__ = ['baseline_maps', 'trust_metrics', 'TruthError', 'saliency', 'average_ranks', 'spearman', 'ssim', 'boxes_to_masks',
@@ -342,7 +342,7 @@ class SanityCheck:
         axs = get_grid(len(idxs)*k, nrows=len(idxs), ncols=k, figsize=ifnone(figsize, (1.6*k, 1.7*len(idxs))))
         names = ['image','trained']+[f'+{b}' for b in self.df['randomised'][1:]]
         for r,i in enumerate(idxs):
-            show_image(_hwc(self.images[i]), ax=axs[r*k])
+            show_image(to_hwc(self.images[i]), ax=axs[r*k])
             for s in range(k-1):
                 ax = axs[r*k+s+1]
                 if overlay: show_heatmap(self.images[i], self.maps[s,i], ax=ax, cmap=cmap)
@@ -391,7 +391,7 @@ def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed:
     ss = torch.stack([ssim(m0, o) for o in maps]).cpu()
     df = pd.DataFrame(dict(step=range(len(maps)), randomised=names, spearman=sp.nanmean(1).numpy(), ssim=ss.mean(1).numpy(),
                            n_const=sp.isnan().sum(1).numpy()))
-    return SanityCheck(df, sp, ss, torch.stack(maps).cpu(), _decode(learn_or_model, xb), meth.name)
+    return SanityCheck(df, sp, ss, torch.stack(maps).cpu(), decode_batch(learn_or_model, xb), meth.name)
 
 
 # %% ../nbs/08_metrics.ipynb #1d118afd

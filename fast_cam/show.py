@@ -12,10 +12,10 @@ from .methods import get_method
 from .learner import explain
 
 # %% auto #0
-__all__ = ['show_heatmap', 'show_guided']
+__all__ = ['to_hwc', 'show_heatmap', 'show_guided', 'decode_batch']
 
 # %% ../nbs/04_show.ipynb #330fcd2d
-def _hwc(img):
+def to_hwc(img):
     "An image as a float HWC (or HW) numpy array in [0,1], from a tensor `[c,H,W]`, a PIL image or an array"
     if isinstance(img, Image.Image): img = np.asarray(img)
     if isinstance(img, Tensor):
@@ -40,7 +40,7 @@ def show_heatmap(img, # The image: tensor `[c,H,W]` in [0,1] or [0,255], PIL ima
                  title=None, figsize=None, **kwargs):
     "Draw heatmap `hm` over (or beside) `img`; returns the axes"
     ax = ifnone(ax, ctx)
-    im = _hwc(img)
+    im = to_hwc(img)
     H,W = im.shape[:2]
     hm = hm.detach().float().cpu()
     hm = min_max_scale(hm[None])[0] if vmax is None else hm/max(float(vmax), 1e-12)
@@ -76,7 +76,7 @@ def show_guided(g, ax=None, ctx=None, gray=False, title=None, figsize=None, **kw
     return ax
 
 # %% ../nbs/04_show.ipynb #11b70f1c
-def _decode(learn, xb):
+def decode_batch(learn, xb):
     "Images `[n,c,H,W]` as the user sees them: through `dls.decode` when there is one"
     dls = getattr(learn, 'dls', None)
     xb = xb.detach().float().cpu()
@@ -120,7 +120,7 @@ def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, mer
                                          "or get the maps with `learn.heatmap(x, target='all')`.")
     target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
     xb = to_batch(self, x)
-    imgs = _decode(self, xb)
+    imgs = decode_batch(self, xb)
     meths = [get_method(o) for o in (method if isinstance(method, (list,tuple)) else [method])]
     if len(meths)>1 and len(xb)!=1: raise CAMError(f"A list of methods compares them on one image; got {len(xb)} images. Pass one image, or one method.")
     thresh = multi_label(self)
@@ -136,7 +136,7 @@ def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, mer
     if len(meths)>1:
         axs = ifnone(ifnone(ax, ctx), None)
         if axs is None: axs = get_grid(len(meths)+1, nrows=1, ncols=len(meths)+1, figsize=figsize, title=title or tts[0])
-        show_image(_hwc(imgs[0]), ax=axs[0], title='image')
+        show_image(to_hwc(imgs[0]), ax=axs[0], title='image')
         for a,m,(mp,_) in zip(axs[1:], meths, res):
             if m.guided: show_guided(mp[0], ax=a, gray=gray, title=m.name)
             else: show_heatmap(imgs[0], mp[0], ax=a, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar, title=m.name)
@@ -155,21 +155,26 @@ def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, mer
 
 # %% ../nbs/04_show.ipynb #c7761f3d
 @patch
+@delegates(Learner.show_heatmap, but=["method"])
 def show_cam(self:Learner, x, target=None, layer=None, **kwargs):
     "Draw the CAM of `x` (see `show_heatmap`)"
     return self.show_heatmap(x, 'cam', target, layer, **kwargs)
 
 @patch
+@delegates(Learner.show_heatmap, but=["method"])
 def show_gradcam(self:Learner, x, target=None, layer=None, **kwargs):
     "Draw the Grad-CAM of `x` (see `show_heatmap`)"
     return self.show_heatmap(x, 'gradcam', target, layer, **kwargs)
 
 @patch
+@delegates(Learner.show_heatmap, but=["method"])
 def show_guided_backprop(self:Learner, x, target=None, gray=False, **kwargs):
     "Draw the guided backprop of `x` (see `show_heatmap`)"
     return self.show_heatmap(x, 'guided_backprop', target, None, gray=gray, **kwargs)
 
 @patch
+@delegates(Learner.show_heatmap, but=["method"])
 def show_guided_gradcam(self:Learner, x, target=None, layer=None, gray=False, **kwargs):
     "Draw the guided Grad-CAM of `x` (see `show_heatmap`)"
     return self.show_heatmap(x, 'guided_gradcam', target, layer, gray=gray, **kwargs)
+

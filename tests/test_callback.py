@@ -148,8 +148,8 @@ def test_paths_and_images(dls, cam_learn, files):
     cb,cb2 = CAMCallback(items=files),CAMCallback(items=[Image.open(f) for f in files[:2]])
     with cam_learn.no_bar(), cam_learn.no_logging(): cam_learn.fit(1, 1e-3, cbs=[cb, cb2])
     assert cb.history.targs.tolist()==[cam_learn.dls.vocab.o2i[f.parent.name] for f in files]
-    assert cb.history.maps.shape==(2, len(files), 2, 2)
-    assert cb2.history.targs is None and cb2.history.maps.shape==(2, 2, 2, 2)
+    assert cb.history.maps.shape==(2, len(files), 8, 8)
+    assert cb2.history.targs is None and cb2.history.maps.shape==(2, 2, 8, 8)
     assert hooks_of(cam_learn.model)==[]
 
 def test_nothing_outside_training(shp, tmp_path):
@@ -346,7 +346,7 @@ def test_get_cams_paths_manifest(cam_learn, tmp_path):
     dl = cam_learn.dls.valid
     with cam_learn.no_bar(): maps,preds,targs = cam_learn.get_cams(out=tmp_path)
     mf = pd.read_csv(tmp_path/'manifest.csv')
-    assert list(mf.item)==[str(o) for o in dl.items] and maps.shape==(len(dl.items), 2, 2)
+    assert list(mf.item)==[str(o) for o in dl.items] and maps.shape==(len(dl.items), 8, 8)
     assert hooks_of(cam_learn.model)==[]
 
 def test_get_cams_errors_leave_state(trained):

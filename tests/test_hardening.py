@@ -182,3 +182,19 @@ def test_autocast_other_methods(method):
 def test_docments(f):
     d = docments(f, args_kwargs=True)
     assert all(d[k] for k in inspect.signature(f).parameters if k!='self'), d
+
+def test_show_signatures_delegate():
+    "The rendering options of `show_heatmap` show in every `show_*` signature, as fastai's `@delegates` does"
+    import inspect
+    from fastai.vision.all import Learner
+    for n in ('show_cam','show_gradcam','show_guided_backprop','show_guided_gradcam'):
+        ps = inspect.signature(getattr(Learner, n)).parameters
+        assert {'alpha','cmap','figsize','ax','ncols'} <= set(ps), n
+
+def test_no_private_imports_across_modules():
+    "No module imports another module's private helper"
+    import re, fast_cam
+    from pathlib import Path
+    for f in Path(fast_cam.__file__).parent.glob('*.py'):
+        for l in f.read_text().splitlines():
+            if re.match(r'from \.\w+ import', l): assert not re.search(r'\b_\w+', l.split('import',1)[1]), f'{f.name}: {l}'
