@@ -185,7 +185,7 @@ def check_browser(site, shots, pages=MAIN):
             if page=='index.html':  # search: type a name, expect hits from the search worker
                 ev("document.querySelector('.md-search__input').focus()")
                 cdp.call('Input.insertText', text='gradcam')
-                for _ in range(40):
+                for _ in range(240):  # the search worker indexes the whole site first: up to a minute on a busy 2-core machine
                     nhits = ev("document.querySelectorAll('.md-search-result__item').length")
                     if nhits: break
                     cdp.drain(0.25)
