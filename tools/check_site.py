@@ -186,6 +186,7 @@ def check_browser(site, shots, pages=MAIN):
                 ev("document.querySelector('.md-search__input').focus()")
                 cdp.call('Input.insertText', text='gradcam')
                 for _ in range(240):  # the search worker indexes the whole site first: up to a minute on a busy 2-core machine
+                    ev("document.querySelector('.md-search__input').dispatchEvent(new KeyboardEvent('keyup'))")  # Material reads the query on keyup
                     nhits = ev("document.querySelectorAll('.md-search-result__item').length")
                     if nhits: break
                     cdp.drain(0.25)
