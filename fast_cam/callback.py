@@ -11,12 +11,13 @@ from fastai.vision.all import *
 from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from .methods import get_method
-from .learner import explain
+from .learner import explain, to_preds
+import csv, atexit, contextlib, torch.distributed as dist
 from .show import show_heatmap, show_guided, decode_batch
 
 
 # %% auto #0
-__all__ = ['keep_rng', 'CAMHistory', 'CAMCallback', 'GatherCAMsCallback']
+__all__ = ['keep_rng', 'CAMHistory', 'CAMCallback', 'GatherCAMsCallback', 'distrib_info', 'shard_dl']
 
 # %% ../nbs/07_callback.ipynb #7b6d4ab6
 @contextmanager
@@ -235,21 +236,27 @@ def _size(size):
     if isinstance(size, (tuple,list)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size): return tuple(size)
     raise CAMError(f"`size` must be None (feature resolution), 'input', an int or (H, W); got {size!r}.")
 
+_MISSING = object()
+
 class GatherCAMsCallback(Callback):
-    "Compute the maps of each batch of a `get_preds` run and gather them on the CPU; optionally write them to `out`"
-    order,run_train,name = 0,False,'gather_cams'
-    def __init__(self, method='gradcam', target=None, layer=None, size=None, out=None, overlays=False, alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, **kwargs):
-        store_attr('method,target,layer,overlays,alpha,cmap,figsize,dpi,kwargs')
+    "Compute each batch's maps in the forward of a `get_preds` run (one forward per batch); gather them on the CPU and/or write them to `out`"
+    order,run_train,name = 90,False,'gather_cams'  # last before the forward: the batch as every other callback left it
+    def __init__(self, method='gradcam', target=None, layer=None, size=None, out=None, overlays=False, keep=True, n=None,
+                 alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, part='manifest.part0.csv', **kwargs):
+        store_attr('method,target,layer,overlays,keep,n,alpha,cmap,figsize,dpi,part,kwargs')
         self.size,self.out = _size(size),None if out is None else Path(out)
+        self.fh,self.m,self.maps,self.idxs = None,None,[],None
 
     def before_validate(self):
-        self.maps,self.rows,self.pos = [],[],0
+        self.maps,self.pos,self.nrows,self.writer,self.fh = [],0,0,None,None
         # the order the batches come in: `get_preds` puts the items back in data set order with these indices
         self.idxs = list(self.dl.get_idxs()) if hasattr(self.dl, 'get_idxs') else None
-        t = self.target
-        if isinstance(t, (list,tuple,np.ndarray,Tensor)) and len(t)!=self.dl.n:
-            raise TargetError(f"Got {len(t)} targets for a DataLoader of {self.dl.n} items: pass one target per item, or a single class.")
-        if self.out is not None: self.out.mkdir(parents=True, exist_ok=True)
+        t,n = self.target,ifnone(self.n, self.dl.n)
+        if isinstance(t, (list,tuple,np.ndarray,Tensor)) and len(t)!=n:
+            raise TargetError(f"Got {len(t)} targets for a DataLoader of {n} items: pass one target per item, or a single class.")
+        if self.out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.fh = open(self.out/self.part, 'w', newline='')  # manifest rows go to disk as they come: memory stays flat
 
     def _target(self, ii):
         t = self.target
@@ -261,19 +268,32 @@ class GatherCAMsCallback(Callback):
         if isinstance(t, (list,tuple,np.ndarray)): return [t[i] for i in ii]
         return t
 
-    def after_pred(self):
+    def before_batch(self):
         xb = self.xb[0].as_subclass(Tensor)
         n = len(xb)
         ii = self.idxs[self.pos:self.pos+n] if self.idxs is not None else list(range(self.pos, self.pos+n))
         t = self._target(ii)
         # maps in float32 even under `MixedPrecision`, as `learn.heatmap` gives them
         with torch.autocast(xb.device.type, enabled=False):
-            maps,probs = explain(self.learn, xb, self.method, t, self.layer, with_preds=True, **self.kwargs)
+            maps,out = explain(self.learn, xb, self.method, t, self.layer, with_preds='raw', **self.kwargs)
         if self.size is not None: maps = upsample(maps, xb.shape[-2:] if self.size=='input' else self.size)
         maps = maps.cpu()
-        self.maps.append(maps)
-        if self.out is not None: self._save(xb, ii, maps, probs.float().cpu(), t)
+        if self.keep: self.maps.append(maps)
+        if self.out is not None: self._save(xb, ii, maps, to_preds(self.learn, out).float().cpu(), t)
         self.pos += n
+        # the method's forward is the batch's forward: fastai's own call of the model returns its output
+        self.m = m = self.learn.model
+        self.old = m.__dict__.get('forward', _MISSING)
+        m.forward = lambda *args, **kwargs: out
+
+    def _restore(self):
+        m,old = getattr(self, 'm', None),getattr(self, 'old', _MISSING)
+        if m is None: return
+        if old is _MISSING: m.__dict__.pop('forward', None)
+        else: m.forward = old
+        self.m = None
+    def after_pred(self): self._restore()
+    def after_cancel_batch(self): self._restore()
 
     def _save(self, xb, ii, maps, probs, t):
         vocab,items = get_vocab(self.learn),getattr(self.dl, 'items', None)
@@ -283,6 +303,7 @@ class GatherCAMsCallback(Callback):
         tg = None if custom else resolve_target(t, probs, vocab).cpu()
         imgs = decode_batch(self.learn, xb) if self.overlays else None
         guided = get_method(self.method).guided
+        rows = []
         for j,i in enumerate(ii):
             p = int(probs[j].argmax())
             row = dict(idx=i, item=str(items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else str(i),
@@ -296,13 +317,53 @@ class GatherCAMsCallback(Callback):
                 if guided: show_guided(maps[j], ax=axs[0], title=ttl)
                 else: show_heatmap(imgs[j], maps[j], ax=axs[0], alpha=self.alpha, cmap=self.cmap, title=ttl)
                 fig.savefig(self.out/row['overlay'], dpi=self.dpi, bbox_inches='tight', format='png')
-            self.rows.append(row)
+            rows.append(row)
+        if self.writer is None: self.writer = csv.DictWriter(self.fh, fieldnames=list(rows[0])); self.writer.writeheader()
+        self.writer.writerows(rows); self.fh.flush()
+        self.nrows += len(rows)
 
     def after_validate(self):
-        if self.out is not None: pd.DataFrame(self.rows).sort_values('idx').to_csv(self.out/'manifest.csv', index=False)
-
+        self._restore()
+        if self.fh is not None: self.fh.close(); self.fh = None
 
 # %% ../nbs/07_callback.ipynb #80e6891e
+class _Idxs:
+    "A DataLoader's `get_idxs` that returns fixed indices"
+    def __init__(self, idxs): self.idxs = idxs
+    def __call__(self, *args, **kwargs): return self.idxs
+
+def _local(b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)
+
+def distrib_info(device=None):
+    "`(rank, world_size)` of a `torchrun` or `accelerate launch` job, starting the default process group if the script has not; `(0, 1)` in one process"
+    ws = int(os.environ.get('WORLD_SIZE', 1))
+    if ws<=1 or not dist.is_available(): return 0,1
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if device is not None and torch.device(device).type=='cuda' else 'gloo')
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return dist.get_rank(),dist.get_world_size()
+
+def shard_dl(dl, rank, world):
+    "The part of `dl` that process `rank` of `world` explains: a contiguous block of the items in data set order, so each item is in exactly one"
+    lo,hi = rank*dl.n//world,(rank+1)*dl.n//world
+    sub = dl.new(get_idxs=_Idxs(list(range(lo, hi))), n=hi-lo, shuffle=False, drop_last=False)
+    sub.to_detach = _local  # fastai would all-gather every batch across the processes: the results are merged once, at the end
+    return sub
+
+def _cat(xs):
+    xs = [o for o in xs if o is not None]
+    if not xs: return None
+    if isinstance(xs[0], Tensor): return torch.cat(xs)
+    return type(xs[0])(_cat(list(o)) for o in zip(*xs))
+
+def _merge_manifest(out, world):
+    "One `manifest.csv` in data set order from the processes' parts"
+    parts = [out/f'manifest.part{r}.csv' for r in range(world)]
+    dfs = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts if p.exists() and p.stat().st_size]
+    df = pd.concat(dfs) if dfs else pd.DataFrame(columns=['idx','item','actual','predicted','probability','explained','map','overlay'])
+    df.sort_values('idx', key=lambda s: s.astype(int)).to_csv(out/'manifest.csv', index=False)
+    for p in parts: p.unlink(missing_ok=True)
+
 @patch
 def get_cams(self:Learner,
              dl=None, # A DataLoader; None: the validation set (`ds_idx=1`)
@@ -310,20 +371,39 @@ def get_cams(self:Learner,
              target=None, # None (predicted class), 'label' (actual class), an int or vocab label, one per item, or a callable
              layer=None, # None (automatic), an index path, a dotted name or a module
              size=None, # None: feature resolution; 'input', an int or (H, W): upsampled batch by batch
-             with_preds=True, # Also return predictions and targets, as `get_preds` does
+             with_preds=True, # Also return predictions and targets, as `get_preds` does; False with `out`: stream the maps to disk
              out=None, # A folder for `{idx:05d}.npy` maps, `manifest.csv` and the overlays
              overlays=False, # Also draw `{idx:05d}.png` overlays in `out` (slow on large sets)
              ds_idx=1, # The DataLoader of `dls` to use when `dl` is None
              **kwargs # Options of the method (as in `explain`), and `alpha`, `cmap`, `figsize`, `dpi` of the overlays
             ):
-    "Maps for a whole DataLoader, in data set order, on the CPU; with `with_preds`, `(maps, preds, targs)` as from `get_preds`"
+    "Maps for a whole DataLoader, one forward per batch, in data set order, on the CPU; with `with_preds`, `(maps, preds, targs)` as from `get_preds`"
     get_method(method); _size(size)
     if overlays and out is None: raise CAMError("`overlays=True` draws the overlays into a folder: pass `out=` as well.")
     if overlays and is_all(target): raise CAMError("Overlays need one map per item: target='all' gives one per class.")
     ov = {k:kwargs.pop(k) for k in ('alpha','cmap','figsize','dpi') if k in kwargs}
-    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, **ov, **kwargs)
-    with ModelState(self.model): preds,targs = self.get_preds(ds_idx=ds_idx, dl=dl, cbs=cb)  # `get_preds` would leave the model in eval mode
-    maps = torch.cat(cb.maps)
-    if cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]  # the order `get_preds` returns
+    if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
+    if type(dl).__name__=='DistributedDL': dl = dl.dl  # inside `learn.distrib_ctx()`: shared between the processes below, not twice
+    if getattr(dl, 'n', None) is None: raise CAMError("get_cams needs a DataLoader with a length (a fastai `DataLoader` over a data set).")
+    rank,world = distrib_info(getattr(dl, 'device', None))
+    n,stream = dl.n,out is not None and not with_preds
+    if world>1: dl = shard_dl(dl, rank, world)
+    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, keep=not stream, n=n, part=f'manifest.part{rank}.csv', **ov, **kwargs)
+    kw = dict(with_preds=False, with_targs=False) if stream else {}  # streaming keeps nothing per item in memory
+    preds = targs = None
+    try:
+        with ModelState(self.model), self.no_bar() if rank else contextlib.nullcontext():  # `get_preds` would leave the model in eval mode
+            if dl.n: preds,targs = self.get_preds(dl=dl, cbs=cb, reorder=world==1, **kw)
+    finally: cb.after_validate()
+    maps = torch.cat(cb.maps) if cb.maps else None
+    if world==1 and maps is not None and cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]  # the order `get_preds` returns
+    if world>1 and not stream:  # every process gets the whole result, in data set order
+        parts = [None]*world
+        dist.all_gather_object(parts, (maps, preds, targs))
+        maps,preds,targs = [_cat([p[k] for p in parts]) for k in range(3)]
+    if out is not None:
+        if world>1: dist.barrier()
+        if rank==0: _merge_manifest(Path(out), world)
+        if world>1: dist.barrier()
+    if stream: return pd.read_csv(Path(out)/'manifest.csv', keep_default_na=False)
     return (maps, preds, targs) if with_preds else maps
-

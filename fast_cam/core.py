@@ -32,6 +32,7 @@ class MissingFileError(InputError, FileNotFoundError): "An image path that does 
 def as_model(o):
     "The `nn.Module` behind a `Learner` (or `o` itself)"
     m = getattr(o, 'model', o)
+    if isinstance(m, nn.parallel.DistributedDataParallel): m = m.module  # inside `learn.distrib_ctx()` or after `accelerate.prepare`
     if not isinstance(m, nn.Module): raise TypeError(f"Expected a fastai Learner or an nn.Module, got {type(o).__name__}")
     return m
 

@@ -14,10 +14,11 @@ from .guided import *
 from .scorecam import *
 
 # %% auto #0
-__all__ = ['explain']
+__all__ = ['to_preds', 'explain']
 
 # %% ../nbs/05_learner.ipynb #e00fae5f
-def _preds(learn_or_model, out):
+def to_preds(learn_or_model, out):
+    "The model's output `out` as predictions: the `Learner`'s loss-function activation, else softmax over classes"
     act = getcallable(getattr(learn_or_model, 'loss_func', None), 'activation')
     if isinstance(learn_or_model, Learner) and act is not noop: return act(out)
     return out.softmax(1) if isinstance(out, Tensor) and (out.ndim==2 or (out.ndim==4 and out.shape[1]>1)) else out
@@ -27,7 +28,7 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
             method='gradcam', # A name in `methods`, or a `CAMMethod`
             target=None, # None (predicted class; multi-label: the top label), int, vocab label, one per item, 'all' (`[n,C,h,w]`), 'label' (the labels of an `(xb, yb)` `x`), or `f(output) -> scores[n]`; see `SegTarget` for segmentation
             layer=None, # None (automatic, see `cam_layer`), an index path, a dotted name or a module
-            with_preds=False, # Also return the model's predictions
+            with_preds=False, # Also return the model's predictions; 'raw': its output before the loss function's activation
             aug_smooth=False, # Average over flips and rescalings of the input (test-time augmentation), at input resolution
             reshape=None, # `f(acts) -> [n,c,h,w]` for a layer whose output fast_cam does not read (ViT/DeiT/Swin tokens are read without it)
             region=None, # Segmentation only: a bool mask `[n,H,W]`/`[H,W]` or a box `(x0,y0,x1,y1)` per item to explain instead of the class's pixels
@@ -48,7 +49,8 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
     if aug_smooth: maps,out = _aug_smooth(meth, m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     else: maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     if isinstance(maps, Tensor): maps = maps.as_subclass(Tensor)  # a fastai model's `ToTensorBase` output would make them `TensorBase`
-    return (maps, _preds(learn_or_model, out)) if with_preds else maps
+    if isinstance(with_preds, str) and with_preds=='raw': return maps,out
+    return (maps, to_preds(learn_or_model, out)) if with_preds else maps
 
 
 

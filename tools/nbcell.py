@@ -5,6 +5,9 @@
     python tools/nbcell.py set NB ID FILE|-             # replace a cell's source (outputs cleared for code cells)
     python tools/nbcell.py insert NB AFTER_ID FILE|- [markdown]   # new cell after AFTER_ID ('top' for first); prints its id
     python tools/nbcell.py delete NB ID
+
+From Python, `sub(NB, ID, old, new)` replaces the one occurrence of `old` in a cell's source (and fails, writing nothing, unless
+there is exactly one).
 """
 import json, sys, fcntl, uuid
 from pathlib import Path
@@ -43,6 +46,19 @@ def main(cmd, nbp, *args):
             print(cid)
         elif cmd=='delete': del nb['cells'][_find(nb, args[0])]
         else: raise SystemExit(__doc__)
+        p.write_text(json.dumps(nb, indent=1, ensure_ascii=False)+'\n')
+
+def sub(nbp, cid, old, new):
+    "Replace the single occurrence of `old` by `new` in cell `cid` of notebook `nbp` (outputs cleared for code cells)"
+    p = Path(nbp)
+    with open(p.with_suffix('.ipynb.lock'), 'w') as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        nb = json.loads(p.read_text())
+        c = nb['cells'][_find(nb, cid)]
+        s = ''.join(c['source'])
+        if s.count(old)!=1: raise SystemExit(f"{nbp} {cid}: {s.count(old)} occurrences of {old[:60]!r}")
+        c['source'] = _lines(s.replace(old, new))
+        if c['cell_type']=='code': c['outputs'],c['execution_count'] = [],None
         p.write_text(json.dumps(nb, indent=1, ensure_ascii=False)+'\n')
 
 if __name__=='__main__':
