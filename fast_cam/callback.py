@@ -306,9 +306,11 @@ class GatherCAMsCallback(Callback):
         rows = []
         for j,i in enumerate(ii):
             p = int(probs[j].argmax())
-            row = dict(idx=i, item=str(items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else str(i),
+            it = (items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else i
+            nm = f'{i:05d}_{it.stem}' if isinstance(it, Path) else f'{i:05d}'  # files keep their name, after the index that makes it unique
+            row = dict(idx=i, item=str(it),
                        actual='' if ys is None else lbl(int(ys[j])) if ys.ndim==1 else ';'.join(lbl(int(c)) for c in ys[j].nonzero()[:,0]), predicted=lbl(p), probability=float(probs[j,p]),
-                       explained='' if tg is None else lbl(int(tg[j])), map=f'{i:05d}.npy', overlay=f'{i:05d}.png' if self.overlays else '')
+                       explained='' if tg is None else lbl(int(tg[j])), map=f'{nm}.npy', overlay=f'{nm}.png' if self.overlays else '')
             np.save(self.out/row['map'], maps[j].numpy())
             if self.overlays:
                 fig,axs = _fig(1, 1, self.figsize)
@@ -372,8 +374,8 @@ def get_cams(self:Learner,
              layer=None, # None (automatic), an index path, a dotted name or a module
              size=None, # None: feature resolution; 'input', an int or (H, W): upsampled batch by batch
              with_preds=True, # Also return predictions and targets, as `get_preds` does; False with `out`: stream the maps to disk
-             out=None, # A folder for `{idx:05d}.npy` maps, `manifest.csv` and the overlays
-             overlays=False, # Also draw `{idx:05d}.png` overlays in `out` (slow on large sets)
+             out=None, # A folder for the maps (`{idx:05d}.npy`, or `{idx:05d}_{stem}.npy` for files), `manifest.csv` and the overlays
+             overlays=False, # Also draw a PNG overlay per map in `out` (slow on large sets)
              ds_idx=1, # The DataLoader of `dls` to use when `dl` is None
              **kwargs # Options of the method (as in `explain`), and `alpha`, `cmap`, `figsize`, `dpi` of the overlays
             ):

@@ -6,20 +6,22 @@ Docs: https://fast-cam.github.io/fast_cam/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #bd534246
 from __future__ import annotations
-import sys, time, warnings
+import sys, os, glob, time, warnings, contextlib
+from PIL import Image
 from .core import *
 from fastai.vision.all import *
 from fastcore.script import call_parse, parse_cli
+from typing import Annotated
 from .learner import explain
-from .methods import get_method
+from .methods import get_method, methods
 from .show import *
 from .interpret import CAMInterpretation
+from .callback import distrib_info
 from .data import shapes_learner
 from .metrics import pointing_game
 
-
 # %% auto #0
-__all__ = ['run_demo', 'run_explain', 'fast_cam_demo', 'fast_cam_explain', 'main']
+__all__ = ['run_demo', 'image_paths', 'load_exported', 'run_explain', 'fast_cam_demo', 'fast_cam_explain', 'main']
 
 # %% ../nbs/10_cli.ipynb #68fc5aff
 def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_overlays=24, seed=0, verbose=True):
@@ -27,19 +29,17 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
     pr = print if verbose else noop
     out = Path(out); (out/'overlays').mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    pr(f"fast_cam demo: training a small CNN on {n} synthetic shapes for {epochs} epochs...")
-    learn = shapes_learner(n=n, epochs=epochs, seed=seed)
+    pr(f"fast_cam demo: training a small CNN on {n} synthetic shapes for {epochs} epochs...", flush=True)
+    learn = shapes_learner(n=n, epochs=epochs, seed=seed, quiet=not verbose)  # fastai's progress bar and epoch table
+    if not verbose: learn.remove_cb(ProgressCallback)
     t1 = time.perf_counter()
     with learn.no_bar(): acc = float(learn.validate()[1])
     shapes,items = learn.dls.shapes,list(learn.dls.valid.items)
     meth = get_method(method)
-    # heatmaps of the whole validation set, batch by batch, scored against the true masks
-    hits = []
-    for i in range(0, len(items), 256):
-        idx = items[i:i+256]
-        maps = explain(learn, list(shapes.images[idx]), meth)
-        hits.append(pointing_game(maps, shapes.masks[idx]))
-    pim = float(torch.cat(hits).float().mean())
+    # heatmaps of the whole validation set in one pass (`get_cams`), scored against the true masks
+    pr(f"{meth.name} maps of the {len(items)} validation images:", flush=True)
+    with learn.no_bar() if not verbose else contextlib.nullcontext(): maps = learn.get_cams(method=meth, with_preds=False)
+    pim = float(pointing_game(maps, shapes.masks[items]).float().mean())
     with learn.no_bar(): interp = CAMInterpretation.from_learner(learn)
     interp.plot_top_losses(k, method=meth)
     plt.savefig(out/'top_losses.png', dpi=110, bbox_inches='tight'); plt.close('all')
@@ -57,10 +57,33 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
     pr(f"wrote {out/'top_losses.png'}, {out/'methods.png'}, {out/'overlays'}/ ({min(n_overlays,len(items))} images), {out/'learner.pkl'} in {time.perf_counter()-t0:.0f}s")
     return acc, pim
 
-
 # %% ../nbs/10_cli.ipynb #484e8936
-def run_explain(learner, images, method='gradcam', layer=None, target=None, out='fast_cam_explain', verbose=True):
-    "Write one overlay per image of `images` for the exported learner file `learner`; returns the written paths"
+_globchars = set('*?[')
+
+def image_paths(paths):
+    "Image files from `paths` (files, folders searched recursively, glob patterns), in order, once each; and `(path, why)` for the rest"
+    good,bad,seen = [],[],set()
+    for p in map(str, paths):
+        if _globchars & set(p):
+            hits = [Path(o) for o in sorted(glob.glob(p, recursive=True))]
+            hits = [f for o in hits for f in (get_image_files(o).sorted() if o.is_dir() else [o] if o.suffix.lower() in image_extensions else [])]
+            why = 'no image file matches this pattern'
+        elif Path(p).is_dir(): hits,why = get_image_files(p).sorted(),'no image files in this folder'
+        elif Path(p).exists(): hits,why = [Path(p)],''
+        else: hits,why = [],'not found'
+        if not hits: bad.append((p, why)); continue
+        for f in hits:
+            if f.resolve() not in seen: seen.add(f.resolve()); good.append(f)
+    ok = []
+    for f in good:  # a header check, so one broken file cannot stop a batch
+        try:
+            with Image.open(f) as im: im.verify()
+            ok.append(f)
+        except Exception as e: bad.append((str(f), f'not a readable image ({type(e).__name__})'))
+    return ok,bad
+
+def load_exported(learner):
+    "The `Learner` saved in the file `learner` by `learn.export()`, on the CPU, or a `CAMError` that says what is wrong"
     p = Path(learner)
     if not p.exists(): raise MissingFileError(f"Learner file not found: {str(p)!r}. Save one with `learn.export('learner.pkl')`.")
     try:
@@ -71,43 +94,55 @@ def run_explain(learner, images, method='gradcam', layer=None, target=None, out=
         why = (str(e).splitlines() or [''])[0][:80]
         raise CAMError(f"{str(p)!r} is not a fastai Learner saved with `learn.export()` ({type(e).__name__}: {why}).") from None
     if not isinstance(learn, Learner): raise CAMError(f"{str(p)!r} holds a {type(learn).__name__}, not a fastai Learner saved with `learn.export()`.")
+    return learn
+
+def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='fast_cam_explain', bs=64, overlays=True, verbose=True):
+    "Maps, overlays and `manifest.csv` in `out` for the images in `paths` (files, folders, globs), in batches through `get_cams`; returns the manifest and the bad paths"
+    learn = load_exported(learner)
     if isinstance(layer, str) and all(c.isdigit() or c in ',-' for c in layer): layer = [int(o) for o in layer.split(',')]
     if isinstance(target, str) and target.lstrip('-').isdigit(): target = int(target)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    res = []
-    for f in images:
-        maps,probs = explain(learn, [f], method, target, layer, with_preds=True)
-        i = int(probs[0].argmax())
-        lbl = get_vocab(learn)[i] if get_vocab(learn) else str(i)
-        learn.show_heatmap(f, method=method, target=target, layer=layer, figsize=(4,4))
-        dst = out/f'{Path(f).stem}_{get_method(method).name}.png'
-        plt.savefig(dst, dpi=100, bbox_inches='tight'); plt.close('all')
-        if verbose: print(f"{f}: {lbl} ({float(probs[0,i]):.3f}) -> {dst}")
-        res.append(dst)
-    return res
+    get_method(method)
+    files,bad = image_paths(paths)
+    if not files: raise MissingFileError("No readable image among the paths given:\n" + '\n'.join(f"  {p}: {why}" for p,why in bad))
+    rank,_ = distrib_info()
+    pr = print if verbose and rank==0 else noop
+    pr(f"fast_cam explain: {len(files)} images, {get_method(method).name}", flush=True)
+    dl = learn.dls.test_dl(files, bs=bs)
+    t = time.perf_counter()
+    with (contextlib.nullcontext() if verbose else learn.no_bar()):  # fastai's progress bar, batch by batch
+        man = learn.get_cams(dl, method, target, layer, out=out, overlays=overlays, with_preds=False, figsize=(4,4), dpi=100)
+    pr(f"wrote {len(man)} maps{' and overlays' if overlays else ''} and {Path(out)/'manifest.csv'} in {time.perf_counter()-t:.0f}s")
+    if bad and rank==0:
+        print(f"{len(bad)} path(s) skipped:\n" + '\n'.join(f"  {p}: {why}" for p,why in bad), file=sys.stderr)
+    return man,bad
 
 # %% ../nbs/10_cli.ipynb #962e9bd1
+_method = Annotated[str, dict(choices=list(methods))]  # `--help` lists every name in `fast_cam.methods`
+
 @call_parse
 def fast_cam_demo(out:str='fast_cam_demo', # Folder for the figures and the learner
-                  method:str='gradcam', # Method for the top-losses grid and overlays
+                  method:_method='gradcam', # Method for the top-losses grid and overlays
                   epochs:int=7, # Training epochs
                   n:int=3000, # Number of synthetic images
                   k:int=9, # Top losses to plot
                   n_overlays:int=24, # Overlay PNGs to write
                   seed:int=0): # Data and training seed
-    "Train a small CNN on synthetic shapes and draw its heatmaps"
+    "Train a small CNN on synthetic shapes, with fastai's progress bar, and draw its heatmaps"
     run_demo(out, method, epochs, n, k, n_overlays, seed)
 
 @call_parse
 def fast_cam_explain(learner:str, # A Learner file saved with `learn.export()`
-                     *images:str, # Image files
-                     method:str='gradcam', # Method name (cam, gradcam, guided_backprop, guided_gradcam)
-                     layer:str=None, # Layer: an index path like 0,3 or a dotted name; default automatic
+                     *paths:str, # Image files, folders (searched recursively) and glob patterns such as 'scans/**/*.png'
+                     method:_method='gradcam', # Method
+                     layer:str=None, # Layer: an index path like 0,3, a dotted name, 'last' (the literature's), or automatic by default
                      target:str=None, # Class (label or index) to explain; default the prediction
-                     out:str='fast_cam_explain'): # Folder for the overlays
-    "Write heatmap overlays for IMAGES with an exported fastai Learner"
-    if not images: raise CAMError("Give at least one image file after the learner file.")
-    run_explain(learner, images, method, layer, target, out)
+                     out:str='fast_cam_explain', # Folder for the maps, overlays and manifest.csv
+                     bs:int=64, # Batch size
+                     no_overlays:bool=False): # Write only the maps (.npy) and the manifest
+    "Maps, heatmap overlays and a manifest for images, folders and globs with an exported fastai Learner; runs under torchrun to share the work"
+    if not paths: raise CAMError("Give at least one image file, folder or glob after the learner file.")
+    man,bad = run_explain(learner, paths, method, layer, target, out, bs, not no_overlays)
+    if bad: sys.exit(1)
 
 _cmds = {'demo': fast_cam_demo, 'explain': fast_cam_explain}
 
@@ -116,7 +151,8 @@ def main():
     cmd = sys.argv[1] if len(sys.argv)>1 else None
     if cmd not in _cmds:
         print("usage: fast_cam {demo,explain} [options]\n  demo      train a small model on synthetic shapes and draw its heatmaps\n"
-              "  explain   heatmap overlays for images with a learner saved by learn.export()\nRun 'fast_cam demo --help' for the options.",
+              "  explain   maps, overlays and a manifest for images, folders and globs with a learner saved by learn.export()\n"
+              "Run 'fast_cam demo --help' or 'fast_cam explain --help' for the options.",
               file=sys.stderr if cmd else sys.stdout)
         sys.exit(0 if cmd in (None,'-h','--help') else 2)
     sys.argv = [f'fast_cam {cmd}'] + sys.argv[2:]

@@ -2,7 +2,7 @@
 import re, subprocess, sys, os, pytest
 from pathlib import Path
 from PIL import Image
-import numpy as np
+import numpy as np, pandas as pd
 
 EXE = Path(sys.executable).parent/'fast_cam'
 
@@ -35,18 +35,47 @@ def test_explain(demo, tmp_path):
     Image.fromarray(np.full((50,70), 120, np.uint8)).save(tmp_path/'gray.png')
     r = run('explain', d/'out'/'learner.pkl', img, tmp_path/'gray.png', '--method', 'gradcam', '--out', 'ex', cwd=tmp_path)
     assert r.returncode==0, r.stderr
-    lines = r.stdout.strip().splitlines()
-    assert len(lines)==2 and all(re.search(r': (circle|cross|square|triangle) \(0\.\d{3}\) -> ', l) for l in lines)
-    assert sorted(p.name for p in (tmp_path/'ex').iterdir())==['gray_gradcam.png', 'one_gradcam.png']
+    assert 'fast_cam explain: 2 images, gradcam' in r.stdout and 'wrote 2 maps and overlays' in r.stdout
+    assert sorted(p.name for p in (tmp_path/'ex').iterdir())==['00000_one.npy', '00000_one.png', '00001_gray.npy', '00001_gray.png', 'manifest.csv']
+    mf = pd.read_csv(tmp_path/'ex'/'manifest.csv')
+    assert [Path(o).name for o in mf['item']]==['one.png', 'gray.png'] and set(mf.predicted)<={'circle','cross','square','triangle'}
     r = run('explain', d/'out'/'learner.pkl', img, '--layer', '0,2', '--target', 'square', '--method', 'guided_gradcam', '--out', 'ex2', cwd=tmp_path)
     assert r.returncode==0, r.stderr
-    assert (tmp_path/'ex2'/'one_guided_gradcam.png').exists()
+    assert (tmp_path/'ex2'/'00000_one.png').exists() and pd.read_csv(tmp_path/'ex2'/'manifest.csv').explained.tolist()==['square']
+
+def test_explain_folder(demo, tmp_path):
+    "1,000 images from a folder, a subfolder and a glob, in batches with a progress bar; bad paths reported at the end, the rest written"
+    d,_ = demo
+    rng = np.random.default_rng(0)
+    (tmp_path/'imgs'/'sub').mkdir(parents=True)
+    for i in range(1000):
+        Image.fromarray(rng.integers(0, 255, (32,32,3), dtype=np.uint8)).save(tmp_path/'imgs'/('sub' if i%10==0 else '.')/f'{i:04d}.png')
+    (tmp_path/'imgs'/'broken.png').write_bytes(b'not a png')
+    r = run('explain', d/'out'/'learner.pkl', 'imgs', 'imgs/sub/*.png', 'missing.png', 'none/*.jpg', '--no-overlays', '--bs', 128, '--out', 'ex', cwd=tmp_path)
+    assert r.returncode==1, r.stderr  # some paths were bad
+    assert '100.00% [8/8' in r.stdout, 'fastai progress bar over the 8 batches'
+    assert 'fast_cam explain: 1000 images' in r.stdout and 'wrote 1000 maps' in r.stdout
+    assert '3 path(s) skipped' in r.stderr and 'missing.png: not found' in r.stderr and 'none/*.jpg: no image file matches' in r.stderr
+    assert 'broken.png: not a readable image' in r.stderr and 'Traceback' not in r.stderr
+    mf = pd.read_csv(tmp_path/'ex'/'manifest.csv')
+    assert mf.idx.tolist()==list(range(1000)) and mf['item'].is_unique and (mf.overlay.isna()).all()
+    assert len(list((tmp_path/'ex').glob('*.npy')))==1000
+
+def test_help_lists_methods(demo):
+    from fast_cam.methods import methods
+    for cmd in ('explain', 'demo'):
+        r = run(cmd, '--help', cwd=demo[0])
+        assert r.returncode==0 and all(k in r.stdout for k in methods), r.stdout
+
+def test_demo_shows_training(demo):
+    out = demo[1]
+    assert 'train_loss' in out and 'valid_loss' in out and 'accuracy' in out, "fastai's epoch table"
 
 @pytest.mark.parametrize('args,msg', [
     (['explain', 'missing.pkl', 'x.png'], 'Learner file not found'),
     (['explain', 'IMG', 'IMG'], 'not a fastai Learner'),
-    (['explain', 'PKL', 'missing.png'], 'Image file not found'),
-    (['explain', 'PKL', 'BAD'], 'corrupt or not an image'),
+    (['explain', 'PKL', 'missing.png'], 'missing.png: not found'),
+    (['explain', 'PKL', 'BAD'], 'not a readable image'),
     (['explain', 'PKL', 'IMG', '--target', 'hexagon'], "Unknown label 'hexagon'"),
     (['bogus'], 'usage: fast_cam'),
 ])
