@@ -509,6 +509,12 @@ def evaluate_cams(learn, # A fastai `Learner`
     if len(set(names))<len(names): raise CAMError(f"Each method must appear once; got {names}.")
     kws = ifnone(method_kwargs, {})
     items,curves = {k:[] for k in names},{k:{} for k in names}
+    # the first CAM method's maps and the predictions come from one `get_cams` pass: one forward per batch, as for a whole data set
+    first = next((i for i,mt in enumerate(meths) if hasattr(mt, 'compute')), None) if isinstance(learn, Learner) and hasattr(dl, 'new') else None
+    pre = None
+    if first is not None and not (is_custom(target) or is_all(target)):
+        with learn.no_bar():
+            pre = learn.get_cams(dl.new(n=n), meths[first], target, **{**_no_bar(meths[first]), **kws.get(names[first], {})})
     done = 0
     progress = ifnone(progress, any(isinstance(cb, ProgressCallback) for cb in getattr(learn, 'cbs', [])))  # off inside `learn.no_bar()`
     pb = _bar(dl, progress, total=-(-n//dl.bs) if getattr(dl, 'bs', None) else None)
@@ -516,7 +522,7 @@ def evaluate_cams(learn, # A fastai `Learner`
         xb,yb = (b[0],b[1] if len(b)>1 else None) if isinstance(b, (tuple,list)) else (b,None)
         xb = to_batch(m, xb[:n-done])
         k,ids = len(xb),torch.arange(done, done+len(xb))
-        out = _logits(m, xb, bs)
+        out = _logits(m, xb, bs) if pre is None else pre[1][done:done+k].to(xb.device)  # probabilities: the same classes as the logits
         idx = _classes(learn, out, target, None if yb is None else yb[:k])  # multi-label 'actual': the positive label scored highest
         mk = None if mk_all is None else mk_all[done:done+k].to(xb.device)
         bx = None if bx_all is None else bx_all[done:done+k].to(xb.device)
@@ -524,7 +530,8 @@ def evaluate_cams(learn, # A fastai `Learner`
         t = ifnone(tol, 15/224*max(xb.shape[-2:] if mk is None else mk.shape[-2:]))  # Zhang et al.'s 15 px at 224 px
         for nm,mt in zip(names, meths):
             if progress: pb.comment = nm
-            if isinstance(mt, str): maps = baseline_maps[mt](xb, ids)
+            if pre is not None and nm==names[first]: maps = pre[0][done:done+k].to(xb.device)
+            elif isinstance(mt, str): maps = baseline_maps[mt](xb, ids)
             elif not hasattr(mt, 'compute'): maps = mt(xb)
             else: maps = explain(m, xb, mt, target=idx, **{**_no_bar(mt), **kws.get(nm, {})})
             r,cv = _scores(learn, xb, saliency(maps), idx, mk, bx, metrics, t, thresh, steps, bs)

@@ -62,7 +62,7 @@ def test_one_merged_manifest(job):
         df = pd.read_csv(o/'manifest.csv')
         assert df.idx.tolist()==list(range(23)), 'each item exactly once, in data set order'
         assert [Path(p).name for p in df['item']]==[f'{i:03d}.png' for i in range(23)]
-        assert sorted(p.name for p in o.glob('*.npy'))==[f'{i:05d}.npy' for i in range(23)]
+        assert sorted(p.name for p in o.glob('*.npy'))==[f'{i:05d}_{i:03d}.npy' for i in range(23)]
         assert not list(o.glob('manifest.part*')), 'the per-process parts are merged away'
     df = pd.read_csv(job/'out'/'manifest.csv')
     learn = load_learner(job/'learner.pkl', cpu=True)
