@@ -17,6 +17,11 @@ from .methods import get_method
 __all__ = ['CAMInterpretation']
 
 # %% ../nbs/06_interpret.ipynb #a1d379f8
+def _grid(n, nrows, ncols, figsize, title, double=False):
+    "fastai's `get_grid` for `n` items (3 per row by default): `nrows` or `ncols` alone sets the other; `double` puts an item's two panels side by side"
+    if nrows and ncols and nrows*ncols<n: raise ValueError(f"nrows={nrows} by ncols={ncols} has no room for {n} items: pass one of them, or both with nrows*ncols >= {n}")
+    return get_grid(n, nrows=nrows, ncols=ncols if nrows or ncols else min(3, n), figsize=figsize, title=title, double=double)
+
 class CAMInterpretation(ClassificationInterpretation):
     "`ClassificationInterpretation` whose `plot_top_losses` and `plot_heatmaps` draw heatmaps; multi-label Learners get the maps of their wrong labels"
     def _maps(self, idxs, method, layer):
@@ -41,7 +46,7 @@ class CAMInterpretation(ClassificationInterpretation):
         v = self.vocab
         per = 2 if show_actual and act else 1
         n = len(xb)
-        axs = get_grid(n*per, nrows=nrows, ncols=ifnone(ncols, min(3, n)*per), figsize=figsize, title=title)
+        axs = _grid(n, nrows, ncols, figsize, title, double=per==2)
         for i in range(n):
             p,t = int(pred[i]),int(targ[i])
             ttl = f"{v[p]}/{v[t]}\n" + (f"{float(losses[i]):.2f} / " if with_loss else '') + f"{float(preds[i,p]):.2f}"
@@ -67,7 +72,7 @@ class CAMInterpretation(ClassificationInterpretation):
         rows,cols = tensor(rows),tensor(cols)
         maps = explain(self.learn, xb[rows.to(xb.device)], m, target=cols, layer=layer)  # one batched call
         imgs,v = decode_batch(self.learn, xb),self.vocab
-        axs = get_grid(len(rows), nrows=nrows, ncols=ifnone(ncols, min(3, len(rows))), figsize=figsize, title='Image/Label/Loss/Probability')
+        axs = _grid(len(rows), nrows, ncols, figsize, 'Image/Label/Loss/Probability')
         for ax,i,c,mp in zip(axs, rows.tolist(), cols.tolist(), maps):
             kind = 'false positive' if dec[i,c] and not targs[i,c] else 'missed' if targs[i,c] and not dec[i,c] else 'right'
             ttl = f"Image {i}: {v[c]}\n{kind}: " + (f"{float(losses[i]):.2f} / " if with_loss else '') + f"{float(preds[i,c]):.2f}"
@@ -87,12 +92,12 @@ class CAMInterpretation(ClassificationInterpretation):
         show_actual:bool=True, # Beside each mistake, the heatmap for the actual class (single-label)
         gray:bool=False, # Guided methods: draw the gradient magnitude in gray
         nrows:int=None, # Rows of the grid (as in fastai's `plot_top_losses`)
-        ncols:int=None, # Columns of the grid; default 3 items (single-label, two panels each) or 3 panels (multi-label)
+        ncols:int=None, # Items per row (a single-label item takes two panels); default 3, or as many as `nrows` needs
         figsize:tuple=None, # Figure size
         **kwargs):
         "Show the `k` largest (smallest) losses with the heatmap for the predicted class and the actual class beside each mistake; multi-label: each wrong label's map"
         if is_listy(k) or isinstance(k, range): losses,idx = (o[k] for o in self.top_losses(None, largest))
-        else: losses,idx = self.top_losses(k, largest)
+        else: losses,idx = self.top_losses(min(k, len(self.losses)), largest)  # k past the data set's size: all of it
         return self._plot(idx, method, layer, show_actual, 'Predicted/Actual/Loss/Probability', nrows, ncols, figsize, True, gray=gray, **kwargs)
 
     @delegates(show_heatmap, but=['img','hm','ax','ctx','merge','vmax','title','figsize'])

@@ -196,6 +196,26 @@ def test_plot_top_losses_fastai_signature(learn):
     assert axs[0].figure.get_size_inches().tolist()==[4,4]
     plt.close('all')
 
+def test_plot_top_losses_grid(learn, mlearn):
+    "`nrows` alone sets the columns, as in fastai: every item is drawn, a mistake's two panels side by side; a grid too small is a clear error"
+    with learn.no_bar(): interp = CAMInterpretation.from_learner(learn)
+    axs = interp.plot_top_losses(4, nrows=1, figsize=(12,2.6))
+    assert len(axs)==8 and {a.get_subplotspec().rowspan.start for a in axs}=={0}
+    main = [a.get_title() for a in axs[::2]]
+    assert len([t for t in main if t])==4 and not any(t.startswith('actual') for t in main)
+    for a,b in zip(axs[::2], axs[1::2]):
+        p,t = a.get_title().split('\n')[0].split('/')
+        assert b.get_title().startswith('actual') == (p!=t)
+    axs = interp.plot_top_losses(3, ncols=2, show_actual=False)
+    assert len([a for a in axs if a.images])==3 and {a.get_subplotspec().rowspan.start for a in axs}=={0,1}
+    axs = interp.plot_top_losses(50, show_actual=False)  # more than the validation set holds: all of it
+    assert len([a for a in axs if a.images])==len(interp.losses)==4
+    with pytest.raises(ValueError, match='nrows=1 by ncols=1'): interp.plot_top_losses(4, nrows=1, ncols=1)
+    with mlearn.no_bar(): mi = CAMInterpretation.from_learner(mlearn)
+    axs = mi.plot_top_losses(2, nrows=1)
+    assert len([a for a in axs if a.images])>=2 and {a.get_subplotspec().rowspan.start for a in axs}=={0}
+    plt.close('all')
+
 # ---- get_cams, the callback, evaluate_cams
 
 def test_get_cams_multi(mlearn, mdls):
