@@ -27,7 +27,6 @@ p.add_argument('--out', default=str(HERE/'RESULTS.md'))
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 
-def rss_mib(): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024  # peak so far (Linux: KiB)
 
 def learner(arch, size, n=1200, seed=0):
     "`vision_learner(dls, arch, pretrained=False)` on `Shapes(n)` at `size` px (untrained: timing and memory only)"
@@ -81,15 +80,17 @@ from fastai.vision.all import *
 from fast_cam.all import *
 learner,folder,out,threads = sys.argv[1],Path(sys.argv[2]),Path(sys.argv[3]),int(sys.argv[4])
 torch.set_num_threads(threads)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024
+# this process's own resident memory: ru_maxrss would carry the launching process's peak across exec
+mib = lambda k: int([l for l in open('/proc/self/status') if l.startswith(k)][0].split()[1])/1024
 learn = load_learner(learner, cpu=True)
 dl = learn.dls.test_dl(get_image_files(folder).sorted(), bs=64)
 with learn.no_bar(): learn.get_cams(dl.new(n=64), out=out/'warm', with_preds=False)  # first call: lazy imports and allocations
-base = rss()
+base = mib('VmRSS:')
+with open('/proc/self/clear_refs', 'w') as f: f.write('5')  # the peak (VmHWM) starts again from the current size
 t = time.perf_counter()
 with learn.no_bar(): man = learn.get_cams(dl, out=out/'maps', with_preds=False)
 dt = time.perf_counter()-t
-if int(os.environ.get('RANK', 0))==0: print(json.dumps(dict(n=len(man), base=base, peak=rss(), seconds=dt)))
+if int(os.environ.get('RANK', 0))==0: print(json.dumps(dict(n=len(man), base=base, peak=mib('VmHWM:'), seconds=dt)))
 '''
 
 def child(args, nproc=1, threads=2):
@@ -125,8 +126,8 @@ def memory_and_processes():
     ref = procs['1 process × 2 threads']
     prow = [f"| {k} | {v['seconds']:.1f} | {v['seconds']/ref['seconds']:.2f}× | {v['wall']:.1f} |" for k,v in procs.items()]
     return ("#### Peak memory, maps streamed to disk (`get_cams(dl, out=..., with_preds=False)`)\n\n"
-            "resnet34 at 64 px, a folder of PNG files through `dls.test_dl`, batch 64. Peak resident memory (ru_maxrss) after a warm-up call, "
-            "and at the end of the run.\n\n| images | MiB before | MiB peak | growth | s | .npy files |\n|---|---|---|---|---|---|\n" + '\n'.join(mem) + '\n\n'
+            "resnet34 at 64 px, a folder of PNG files through `dls.test_dl`, batch 64, in a fresh process per size. Resident memory (VmRSS) after "
+            "a warm-up call, and its peak during the run (VmHWM, reset just before the call).\n\n| images | MiB before | MiB peak during the call | growth | s | .npy files |\n|---|---|---|---|---|---|\n" + '\n'.join(mem) + '\n\n'
             f"#### One process against two (CPU, gloo)\n\n{n:,} images, as above. `get_cams` time in the process (rank 0, merge of the manifest "
             "included) and the whole launch (start-up and model loading included). The machine has 2 cores, so two processes can only "
             "trade threads for processes.\n\n| | get_cams s | × 1 process | launch s |\n|---|---|---|---|\n" + '\n'.join(prow) + '\n')
@@ -136,7 +137,7 @@ def main():
             f"fast_cam {fast_cam.__version__} · {a.reps} timed repetitions after a warm-up, interleaved; median and min–max. "
             "Untrained models (`pretrained=False`): the cost does not depend on the weights.\n\n"
             "`get_cams` computes each batch's maps inside fastai's inference loop, and the method's forward is the batch's forward, so it "
-            "costs one forward plus the backward from the output to the layer. Target: at most 1.10× `get_preds` for the gradient methods.\n\n")
+            "costs one forward plus the backward from the output to the layer. Target: at most 1.10× `get_preds` for the gradient methods. That backward is short at the last stage (`layer='last'`). The automatic layer sits earlier at small inputs (`layer2` of a resnet at 64 px, where the last stage is 2×2), so its backward runs through the later stages: that is the price of a map that localises (`benchmarks/QUALITY.md`), and it is the same price a single `learn.gradcam` call pays.\n\n")
     sec = head + ratio_table() + '\n' + memory_and_processes()
     sec += "\nNo GPU was lent to this run: no CUDA table.\n"
     print(sec)

@@ -63,3 +63,11 @@ def test_slug():
     assert s('How the engine gets its gradients')=='how-the-engine-gets-its-gradients'
     assert s('Learner.show_gradcam')=='learner.show_gradcam'
     assert s('1. ¶')=='section'
+
+def test_readme_is_the_index(tmp_path):
+    "README.md is rendered from nbs/index.ipynb by tools/readme.py: the two never drift apart"
+    spec = importlib.util.spec_from_file_location('readme', root/'tools'/'readme.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    out = tmp_path/'README.md'
+    m.render(root/'nbs'/'index.ipynb', out, tmp_path/'images')
+    assert out.read_text()==(root/'README.md').read_text(), 'README.md is stale: run `python tools/readme.py`'
