@@ -33,3 +33,23 @@ def test_speed_benchmark_quick(tmp_path):
     assert re.search(r'\| \d+ \|', fc), fc
     assert 'Spearman with exact' in s and 'max abs difference' in s
     assert not out.exists(), '--quick never writes the results file'
+
+def test_whole_data_benchmark_quick():
+    "get_cams against get_preds, streamed memory at two sizes (every map written), and a 2-process torchrun run"
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'whole_data.py'), '--quick'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-2000:]
+    s = r.stdout
+    for case in ("| get_preds |", "| get_cams gradcam, layer='last'", '| get_cams gradcam, automatic layer', '(two forwards) |'):
+        assert case in s, case
+    mem = re.findall(r'^\| (\d+) \| (\d+) \| (\d+) \| ([+-]\d+) \| [\d.]+ \| (\d+) \|$', s, re.M)
+    assert [m[0] for m in mem][:2]==['200','400'] and all(m[0]==m[4] for m in mem), 'one map file per image'
+    assert all(int(m[2])-int(m[1])==int(m[3]) for m in mem)
+    assert re.search(r'\| 2 processes × 1 thread \(torchrun\) \| [\d.]+ \| [\d.]+× \|', s)
+
+def test_small_inputs_benchmark_quick(tmp_path):
+    "every stage of a resnet18 at 64 px scored (map sizes 16, 8, 4, 2 cells a side); nothing is written"
+    env = {**__import__('os').environ, 'FAST_CAM_CACHE': str(tmp_path)}
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'small_inputs.py'), '--quick'], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert r.returncode==0, r.stderr[-2000:]
+    maps = re.findall(r"^resnet18 64 layer(\d) \{'layer': '0\.\d', 'map': '(\d+)×\d+'", r.stdout, re.M)
+    assert maps==[('1','16'),('2','8'),('3','4'),('4','2')], r.stdout[-2000:]
