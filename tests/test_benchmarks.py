@@ -53,3 +53,5 @@ def test_small_inputs_benchmark_quick(tmp_path):
     assert r.returncode==0, r.stderr[-2000:]
     maps = re.findall(r"^resnet18 64 layer(\d) \{'layer': '0\.\d', 'map': '(\d+)×\d+'", r.stdout, re.M)
     assert maps==[('1','16'),('2','8'),('3','4'),('4','2')], r.stdout[-2000:]
+    pt = {int(l):float(v) for l,v in re.findall(r"^resnet18 64 layer(\d) .*'pointing': ([\d.]+)", r.stdout, re.M)}
+    assert pt[2] > pt[4]+0.3, f'even after one epoch the 8x8 default points at the object far more often than the 2x2 last stage: {pt}'
