@@ -1,7 +1,7 @@
 """Whole data sets: `learn.get_cams` against `learn.get_preds` on the same DataLoader, peak memory when the maps stream to disk,
 and one process against two (`torchrun`, gloo on CPU).
 
-    python benchmarks/whole_data.py            # writes its section of benchmarks/RESULTS.md (about 10 minutes on 2 cores)
+    python benchmarks/whole_data.py            # writes its section of benchmarks/RESULTS.md (about 4 minutes on 2 cores)
     python benchmarks/whole_data.py --quick    # small sizes, printed only
 
 The rest of RESULTS.md is kept: only the part between the `whole-data` markers is replaced (or appended).
@@ -21,10 +21,11 @@ BEGIN,END = '<!-- whole-data: benchmarks/whole_data.py -->','<!-- /whole-data --
 p = argparse.ArgumentParser()
 p.add_argument('--quick', action='store_true')
 p.add_argument('--threads', type=int, default=2)
-p.add_argument('--reps', type=int, default=3)
+p.add_argument('--reps', type=int, default=7)
 p.add_argument('--sizes', default='1000,10000', help='data set sizes for the memory table')
 p.add_argument('--out', default=str(HERE/'RESULTS.md'))
 a = p.parse_args()
+if a.quick: a.reps = min(a.reps, 3)
 torch.set_num_threads(a.threads)
 
 
