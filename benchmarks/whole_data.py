@@ -6,7 +6,7 @@ and one process against two (`torchrun`, gloo on CPU).
 
 The rest of RESULTS.md is kept: only the part between the `whole-data` markers is replaced (or appended).
 """
-import os, sys, time, json, argparse, platform, re, resource, subprocess, tempfile, warnings
+import os, sys, time, json, argparse, platform, re, subprocess, tempfile, warnings
 from pathlib import Path
 import numpy as np, torch
 warnings.filterwarnings('ignore')
@@ -27,7 +27,6 @@ p.add_argument('--out', default=str(HERE/'RESULTS.md'))
 a = p.parse_args()
 if a.quick: a.reps = min(a.reps, 3)
 torch.set_num_threads(a.threads)
-
 
 def learner(arch, size, n=1200, seed=0):
     "`vision_learner(dls, arch, pretrained=False)` on `Shapes(n)` at `size` px (untrained: timing and memory only)"
@@ -74,7 +73,7 @@ def ratio_table():
 # ---- 2. peak memory when the maps stream to disk; 3. one process against two
 
 CHILD = '''
-import os, sys, time, json, resource, warnings, torch
+import os, sys, time, json, warnings, torch
 warnings.filterwarnings('ignore')
 from pathlib import Path
 from fastai.vision.all import *

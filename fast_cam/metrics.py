@@ -11,7 +11,7 @@ from fastai.vision.all import *
 from copy import deepcopy
 from fastprogress.fastprogress import progress_bar
 from .learner import explain
-import fast_cam.callback  # `Learner.get_cams`: `evaluate_cams` scores the maps of one `get_cams` pass
+from . import callback  # patches `Learner.get_cams`: `evaluate_cams` scores the maps of one `get_cams` pass
 from .methods import get_method
 from .show import show_heatmap, decode_batch, to_hwc
 

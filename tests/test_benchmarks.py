@@ -1,5 +1,5 @@
 "The benchmark scripts run (--quick: tiny model, few images). Their timings are never asserted here."
-import subprocess, sys, re
+import os, subprocess, sys, re
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -48,7 +48,7 @@ def test_whole_data_benchmark_quick():
 
 def test_small_inputs_benchmark_quick(tmp_path):
     "every stage of a resnet18 at 64 px scored (map sizes 16, 8, 4, 2 cells a side); nothing is written"
-    env = {**__import__('os').environ, 'FAST_CAM_CACHE': str(tmp_path)}
+    env = {**os.environ, 'FAST_CAM_CACHE': str(tmp_path)}
     r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'small_inputs.py'), '--quick'], capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode==0, r.stderr[-2000:]
     maps = re.findall(r"^resnet18 64 layer(\d) \{'layer': '0\.\d', 'map': '(\d+)×\d+'", r.stdout, re.M)
