@@ -89,7 +89,7 @@ def capture(m, # A `Learner` or an `nn.Module`
             if guided: hs += [o.register_forward_hook(_relu_hook) for o in m.modules() if isinstance(o, nn.ReLU)]
             if trace: hs += [o.register_forward_hook(lambda mod,i,out: order.append(mod)) for o in m.modules()
                              if not any(True for _ in o.children()) and not any(o is l for l in layers)]
-            out = m(xin)
+            out = run_model(m, xin)
         finally:
             for h in hs: h.remove()
         missing = [l for l in layers if l not in acts]

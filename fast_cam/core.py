@@ -13,11 +13,12 @@ from fastai.vision.all import *
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['MIN_SIDE', 'CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'as_model',
-           'is_body_head', 'get_module', 'module_name', 'arch_summary', 'model_device', 'image_type', 'to_batch',
-           'get_vocab', 'is_all', 'is_label', 'is_custom', 'multi_label', 'Labels', 'labels_target', 'resolve_target',
-           'target_scores', 'region_masks', 'SegTarget', 'ModelState', 'layer_candidates', 'dry_run', 'token_net',
-           'token_grid', 'token_layer', 'unet_layer', 'cam_layer', 'resolve_layer', 'min_max_scale', 'upsample']
+__all__ = ['MIN_SIDE', 'CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'CAMTypeError',
+           'ModelError', 'run_model', 'as_model', 'is_body_head', 'get_module', 'module_name', 'arch_summary',
+           'model_device', 'image_type', 'to_batch', 'get_vocab', 'is_all', 'is_label', 'is_custom', 'multi_label',
+           'Labels', 'labels_target', 'resolve_target', 'target_scores', 'region_masks', 'SegTarget', 'ModelState',
+           'layer_candidates', 'dry_run', 'token_net', 'token_grid', 'token_layer', 'unet_layer', 'cam_layer',
+           'resolve_layer', 'min_max_scale', 'upsample']
 
 # %% ../nbs/00_core.ipynb #e3c970d7
 class CAMError(ValueError):
@@ -27,13 +28,25 @@ class TargetError(CAMError): "The `target` cannot be resolved to one class or sc
 class InputError(CAMError):  "The input `x` is not something fast_cam can turn into an image batch"
 class HeadError(CAMError):   "The model's head does not allow an exact CAM"
 class MissingFileError(InputError, FileNotFoundError): "An image path that does not exist"
+class CAMTypeError(CAMError, TypeError): "An argument of the wrong type (still a `TypeError`, as Python's own)"
+class ModelError(CAMError, RuntimeError): "The user's model itself failed on the input (the original error is its `__cause__`)"
+
+def run_model(m, x):
+    "`m(x)`, with a failure of the model itself raised as a `ModelError` that says what went in"
+    try: return m(x)
+    except CAMError: raise  # fast_cam's own hooks speak for themselves
+    except Exception as e:
+        why = (str(e).splitlines() or [''])[0][:160]
+        raise ModelError(f"The model's forward failed on an input of shape {tuple(x.shape)} ({type(e).__name__}: {why}). "
+                         "Check that the input has the size and channels the model was trained on: image files and PIL images go through "
+                         "`dls.test_dl`, which resizes them; tensors are passed to the model as they are.") from e
 
 # %% ../nbs/00_core.ipynb #28006cef
 def as_model(o):
     "The `nn.Module` behind a `Learner` (or `o` itself)"
     m = getattr(o, 'model', o)
     if isinstance(m, nn.parallel.DistributedDataParallel): m = m.module  # inside `learn.distrib_ctx()` or after `accelerate.prepare`
-    if not isinstance(m, nn.Module): raise TypeError(f"Expected a fastai Learner or an nn.Module, got {type(o).__name__}")
+    if not isinstance(m, nn.Module): raise CAMTypeError(f"Expected a fastai Learner or an nn.Module, got {type(o).__name__}")
     return m
 
 # %% ../nbs/00_core.ipynb #ee6c793a
@@ -66,7 +79,7 @@ def get_module(m, layer):
                                  "Run `arch_summary(learn)` to see the valid paths.")
             cur = kids[i]; done.append(i)
         return cur
-    raise TypeError(f"`layer` must be None, an index path like [0, 7], a dotted name like 'layer4', or an nn.Module; got {layer!r}")
+    raise CAMTypeError(f"`layer` must be None, an index path like [0, 7], a dotted name like 'layer4', or an nn.Module; got {layer!r}")
 
 # %% ../nbs/00_core.ipynb #15826d16
 def module_name(m, mod):
@@ -140,20 +153,21 @@ def _load(o, cls):
         a = o
         if a.ndim==3 and a.shape[-1]==1: a = a[...,0]
         if a.ndim not in (2,3) or (a.ndim==3 and a.shape[-1] not in (3,4)):
-            raise InputError(f"A numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {o.shape}.")
+            raise InputError(f"A numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {o.shape}. Pass it in that layout "
+                             "(e.g. `a.transpose(1, 2, 0)` for CxHxW, `a[..., :3]` for extra channels).")
         if a.dtype!=np.uint8:
-            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all(): raise InputError("A numpy image must hold finite numbers.")
+            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all(): raise InputError("A numpy image must hold finite numbers: check it for NaN or inf (`np.isfinite(a).all()`).")
             a = (a*255 if a.max()<=1 else a).clip(0,255).astype(np.uint8)
         img = Image.fromarray(a)
     elif isinstance(o, Image.Image): img = o if o.mode!=cls._open_args.get('mode','RGB') else o.copy()  # fastai's `cls(img)` recasts its argument: never the user's
-    else: raise TypeError(f"Cannot use a {type(o).__name__} as an image: pass a path, a PIL image, a numpy HWC array, a tensor batch or an (xb, yb) tuple.")
+    else: raise CAMTypeError(f"Cannot use a {type(o).__name__} as an image: pass a path, a PIL image, a numpy HWC array, a tensor batch or an (xb, yb) tuple.")
     mode = cls._open_args.get('mode', 'RGB')
     return cls(img if img.mode==mode else img.convert(mode))
 
 # %% ../nbs/00_core.ipynb #50068ff2
 def _check_batch(xb, m):
     if xb.is_complex() or not xb.is_floating_point():
-        raise TypeError(f"Got a {xb.dtype} tensor: fast_cam needs the normalised float batch the model sees. "
+        raise CAMTypeError(f"Got a {xb.dtype} tensor: fast_cam needs the normalised float batch the model sees. "
                         "Pass image files or PIL images to go through `dls.test_dl`, or normalise first (e.g. `dls.test_dl(items).one_batch()`).")
     if xb.ndim==3: xb = xb[None]
     if xb.ndim!=4: raise InputError(f"A tensor input must be one image [c,H,W] or a batch [n,c,H,W]; got shape {tuple(xb.shape)}.")
@@ -162,7 +176,7 @@ def _check_batch(xb, m):
     if c is not None and xb.shape[1]!=c:
         raise InputError(f"The model takes {c}-channel images but the input has {xb.shape[1]} channels (shape {tuple(xb.shape)}). "
                          "Tensors must be in [n,c,H,W] order; image files are converted automatically.")
-    if not torch.isfinite(xb).all(): raise InputError("The input contains NaN or infinite values.")
+    if not torch.isfinite(xb).all(): raise InputError("The input contains NaN or infinite values: check the images, or the normalisation that made the batch (a zero std gives inf).")
     return xb
 
 # %% ../nbs/00_core.ipynb #04c2edb9
@@ -176,7 +190,10 @@ def to_batch(learn_or_model, x):
     dev,dt = model_device(m)
     if isinstance(x, tuple) and len(x) and isinstance(x[0], Tensor): x = x[0]
     if isinstance(x, (list,L)) and len(x) and all(isinstance(o, Tensor) for o in x):
-        if any(o.ndim!=3 for o in x): raise InputError("A list of tensors must hold single images [c,H,W] of one size.")
+        shapes = {tuple(o.shape) for o in x}
+        if any(o.ndim!=3 for o in x) or len(shapes)>1:
+            raise InputError(f"A list of tensors must hold single images [c,H,W] of one size; got shapes {sorted(shapes)[:4]}. "
+                             "Pass image files or PIL images (`dls.test_dl` resizes them), or resize the tensors to one size.")
         x = torch.stack(list(x))
     if isinstance(x, Tensor): xb = _check_batch(x.detach().as_subclass(Tensor), m)
     else:
@@ -223,11 +240,11 @@ def _class_idx(t, nc, vocab):
         if t in vs: return vs.index(t)
         hint = difflib.get_close_matches(t, vs, n=3, cutoff=0.4)
         raise TargetError(f"Unknown label {t!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '')
-                          + f" The vocab has {len(vs)} labels: {', '.join(map(repr,vs[:10]))}{', ...' if len(vs)>10 else ''}.")
+                          + f" The vocab has {len(vs)} labels: {', '.join(map(repr,vs[:10]))}{', ...' if len(vs)>10 else ''}. Pass one of them, or a class index.")
     if isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_)):
-        if not -nc <= t < nc: raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}).")
+        if not -nc <= t < nc: raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}). Pass an index in that range or a vocab label.")
         return int(t)%nc
-    raise TypeError(f"A target must be None, an int, a vocab label, a list/tensor with one per item, 'all', 'label' or a callable; got {t!r}")
+    raise CAMTypeError(f"A target must be None, an int, a vocab label, a list/tensor with one per item, 'all', 'label' or a callable; got {t!r}")
 
 def is_all(t):
     "Is `t` the target `'all'` (every class)?"
@@ -290,7 +307,7 @@ def resolve_target(target, out, vocab=None, y=None):
     if isinstance(target, Labels): return target.classes(out)
     if target is None: return out.argmax(1)  # multi-label too: the highest-scoring label
     if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex(): raise TypeError(f"Target tensors must hold class indices (integers), got {target.dtype}; for multi-hot labels use target='label' with an `(xb, yb)` batch.")
+        if target.is_floating_point() or target.is_complex(): raise CAMTypeError(f"Target tensors must hold class indices (integers), got {target.dtype}; for multi-hot labels use target='label' with an `(xb, yb)` batch.")
         target = target.tolist()
     if isinstance(target, (list,tuple,L,np.ndarray)):
         target = list(target)
@@ -434,11 +451,16 @@ def _dry_input(learn_or_model):
     "One input of the size the model is used at"
     m = as_model(learn_or_model)
     dls = getattr(learn_or_model, 'dls', None)
+    why = "a bare model carries no input size"
     if dls is not None:
         try: return to_batch(m, dls.one_batch()[0][:1])
-        except Exception: pass
+        except Exception as e: why = f"`dls.one_batch()` failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
+    c = ifnone(_in_channels(m),3)
+    # the automatic layer depends on the input size: say so rather than pick it for a size the model may never see
+    warnings.warn(f"fast_cam: {why}, so the automatic layer is chosen for a 1×{c}×224×224 input. Pass a batch of the real size "
+                  "(`cam_layer(model, xb)`), or call the method with your input, which picks the layer at its size.")
     dev,dt = model_device(m)
-    return torch.zeros(1, ifnone(_in_channels(m),3), 224, 224, device=dev, dtype=dt)
+    return torch.zeros(1, c, 224, 224, device=dev, dtype=dt)
 
 def layer_candidates(body):
     "Modules of `body` whose output is the whole state of the network at that point: its children, and those of every `nn.Sequential` (or lone child) among them"
@@ -457,7 +479,7 @@ def dry_run(m, mods, xb):
     # fastai's `model_sizes` recipe; `dummy_eval` draws its input from the global generator, so the user's random state is kept
     with ModelState(m), Hooks(mods, lambda o,i,out: (out.shape if isinstance(out, Tensor) else None, next(cnt))) as hs, \
          torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []):
-        dummy_eval(m, tuple(xb.shape[-2:]))
+        run_model(lambda x: dummy_eval(m, tuple(x.shape[-2:])), xb)  # the model failing at this size is a `ModelError`
     return [ifnone(o, (None,None)) for o in hs.stored]
 
 

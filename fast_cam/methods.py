@@ -249,4 +249,4 @@ def get_method(method):
         if k in methods: return methods[k]
         hint = difflib.get_close_matches(k, list(methods), n=3, cutoff=0.5)
         raise CAMError(f"Unknown method {method!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '') + f" Available: {', '.join(methods)}.")
-    raise TypeError(f"`method` must be a name ({', '.join(methods)}) or a CAMMethod, got {method!r}")
+    raise CAMTypeError(f"`method` must be a name ({', '.join(methods)}) or a CAMMethod, got {method!r}")

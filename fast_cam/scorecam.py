@@ -41,12 +41,21 @@ def channel_info(select, a, grad=None, xgrad=None, xb=None):
 
 
 # %% ../nbs/02a_scorecam.ipynb #7f06dbec
-def _rows(o, sl):
-    "Rows `sl` of a model output: a tensor, or each tensor of a tuple, list or dict"
-    if isinstance(o, Tensor): return o[sl]
-    if isinstance(o, dict): return {k:_rows(v, sl) for k,v in o.items()}
+def _batched(o, n):
+    "Does every tensor in `o` have the `n` rows of the batch first?"
+    if isinstance(o, Tensor): return o.ndim>0 and len(o)==n
+    if isinstance(o, dict): return len(o)>0 and all(_batched(v, n) for v in o.values())
+    if isinstance(o, (tuple,list)): return len(o)>0 and all(_batched(v, n) for v in o)
+    return False
+
+def _rows(o, sl, n):
+    "Rows `sl` of a model output for a batch of `n`: a tensor, each tensor of a tuple, list or dict, or the items of a list with one per sample"
+    if isinstance(o, Tensor): return o[sl] if o.ndim and len(o)==n else o  # a 0-d or unbatched tensor (e.g. an auxiliary loss) is shared
+    if isinstance(o, dict): return {k:_rows(v, sl, n) for k,v in o.items()}
     if isinstance(o, (tuple,list)):
-        rs = [_rows(v, sl) for v in o]
+        # one entry per sample (torchcam's structured models return a list of dicts): slice the list itself
+        if len(o)==n and not all(_batched(v, n) for v in o): return type(o)(o[sl]) if not hasattr(o, '_fields') else o
+        rs = [_rows(v, sl, n) for v in o]
         return type(o)(*rs) if hasattr(o, '_fields') else type(o)(rs)  # a namedtuple takes its fields one by one
     return o
 
@@ -101,9 +110,9 @@ class ScoreCAM(CAMMethod):
             for s in rng:
                 ii,jj = I[s:s+step],J[s:s+step]
                 mk = F.interpolate(masks[ii,jj][:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
-                out = m((xb if n==1 else xb[ii])*mk)
+                out = run_model(m, (xb if n==1 else xb[ii])*mk)
                 if fn is None: sc = out.float().gather(1, idx[ii][:,None])[:,0]
-                else: sc = torch.cat([target_scores(fn, _rows(out, slice(j, j+n)))[0] for j in range(0, len(ii), n)])
+                else: sc = torch.cat([target_scores(fn, _rows(out, slice(j, j+n), len(ii)))[0] for j in range(0, len(ii), n)])
                 scores[ii,jj] = sc.to(a.dtype)
         w = torch.zeros(n, k, device=a.device, dtype=a.dtype)
         for i in range(n):

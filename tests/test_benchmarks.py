@@ -55,3 +55,11 @@ def test_small_inputs_benchmark_quick(tmp_path):
     assert maps==[('1','16'),('2','8'),('3','4'),('4','2')], r.stdout[-2000:]
     pt = {int(l):float(v) for l,v in re.findall(r"^resnet18 64 layer(\d) .*'pointing': ([\d.]+)", r.stdout, re.M)}
     assert pt[2] > pt[4]+0.3, f'even after one epoch the 8x8 default points at the object far more often than the 2x2 last stage: {pt}'
+
+def test_memory_benchmark_quick():
+    "every method family runs many calls in one process and its RSS growth is read and reported (the full run is 1,000 calls)"
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'memory.py'), '--calls', '40'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stdout[-2000:] + r.stderr[-2000:]
+    rows = re.findall(r'^\| (.+?) \| 40 \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$', r.stdout, re.M)
+    assert len(rows)==8 and all(float(g)<=20 for *_,g in rows), r.stdout[-2000:]
+    assert all(abs(float(b)-float(a)-float(g))<0.11 for _,a,b,g in rows), 'growth = after - before'
