@@ -66,15 +66,19 @@ def capture(m, # A `Learner` or an `nn.Module`
     layers = list(layers)
     acts,order,hs = {},[],[]
     st = NS(guided=False, n_relu=0)
-    def _layer_hook(mod, i, o):
-        if not isinstance(o, Tensor): raise LayerError(f"Layer {module_name(m, mod)!r} returns a {type(o).__name__}, not a tensor: pick a layer with a single tensor output (see `arch_summary`).")
+    def _layer_hook(mod, i, out):
+        # a block that passes a tuple or list on (timm's selecsls) is read by its first tensor, the state it hands to the next block
+        t = first_tensor(out, len(xb))
+        if t is None: raise LayerError(f"Layer {module_name(m, mod)!r} returns a {type(out).__name__}, not a tensor: pick a layer with a tensor output (see `arch_summary`).")
+        o = t
         if grad and not torch.is_grad_enabled():
             # Nothing before the first captured layer needs a graph: start autograd here
             o = o.detach().requires_grad_()
             torch.set_grad_enabled(True)
         acts[mod] = o
         if trace: order.append(mod)
-        return o.clone()  # an in-place op after the layer must not overwrite the activation we keep
+        o = o.clone()  # an in-place op after the layer must not overwrite the activation we keep
+        return o if out is t else type(out)(o if x is t else x for x in out)
     def _guide(g): return g.clamp(min=0) if st.guided else None
     def _relu_hook(mod, i, o):
         if o.requires_grad: o.register_hook(_guide); st.n_relu += 1
@@ -109,4 +113,5 @@ def capture(m, # A `Learner` or an `nn.Module`
             st.guided = guided
             xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
         return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)
+
 

@@ -15,10 +15,11 @@ from PIL import Image, UnidentifiedImageError
 # %% auto #0
 __all__ = ['MIN_SIDE', 'CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'CAMTypeError',
            'ModelError', 'run_model', 'as_model', 'is_body_head', 'get_module', 'module_name', 'arch_summary',
-           'model_device', 'image_type', 'to_batch', 'get_vocab', 'is_all', 'is_label', 'is_custom', 'multi_label',
-           'Labels', 'labels_target', 'resolve_target', 'target_scores', 'region_masks', 'SegTarget', 'ModelState',
-           'layer_candidates', 'dry_run', 'token_net', 'token_grid', 'token_layer', 'unet_layer', 'cam_layer',
-           'resolve_layer', 'min_max_scale', 'upsample']
+           'model_device', 'takes_channels', 'image_type', 'to_batch', 'get_vocab', 'is_all', 'is_label', 'is_custom',
+           'multi_label', 'Labels', 'labels_target', 'resolve_target', 'target_scores', 'region_masks', 'SegTarget',
+           'ModelState', 'first_tensor', 'layer_candidates', 'dry_run', 'token_hw', 'map_layout', 'map_side',
+           'token_net', 'token_grid', 'grid_like', 'token_layer', 'unet_layer', 'cam_layer', 'resolve_layer',
+           'min_max_scale', 'upsample']
 
 # %% ../nbs/00_core.ipynb #e3c970d7
 class CAMError(ValueError):
@@ -126,6 +127,21 @@ def _in_channels(m):
     try: return in_channels(as_model(m))
     except Exception: return None
 
+_runs_on = weakref.WeakKeyDictionary()  # per model: (channels, size, modules) -> does one forward at that shape run
+
+def takes_channels(m, c, hw=(224,224), check=False):
+    "Does `m` take `c`-channel images? Its first convolution says so; when they disagree (a stem before it, as tresnet's space-to-depth), or with `check`, one forward at size `hw` (cached)"
+    m = as_model(m)
+    if not check and _in_channels(m) in (None, c): return True
+    key,res = (c, tuple(hw), sum(1 for _ in m.modules())),_runs_on.setdefault(m, {})
+    if key not in res:
+        dev,dt = model_device(m)
+        try:
+            with ModelState(m), torch.no_grad(): m(torch.zeros(1, c, *hw, device=dev, dtype=dt))
+            res[key] = True
+        except Exception: res[key] = False
+    return res[key]
+
 
 # %% ../nbs/00_core.ipynb #e44f638b
 def image_type(dls):
@@ -173,11 +189,12 @@ def _check_batch(xb, m):
     if xb.ndim!=4: raise InputError(f"A tensor input must be one image [c,H,W] or a batch [n,c,H,W]; got shape {tuple(xb.shape)}.")
     if xb.shape[0]==0: raise InputError("The batch is empty: pass at least one image.")
     c = _in_channels(m)
-    if c is not None and xb.shape[1]!=c:
+    if not takes_channels(m, xb.shape[1], xb.shape[-2:]):
         raise InputError(f"The model takes {c}-channel images but the input has {xb.shape[1]} channels (shape {tuple(xb.shape)}). "
                          "Tensors must be in [n,c,H,W] order; image files are converted automatically.")
     if not torch.isfinite(xb).all(): raise InputError("The input contains NaN or infinite values: check the images, or the normalisation that made the batch (a zero std gives inf).")
     return xb
+
 
 # %% ../nbs/00_core.ipynb #04c2edb9
 def _test_batch(dls, items, dev):
@@ -455,53 +472,128 @@ def _dry_input(learn_or_model):
     if dls is not None:
         try: return to_batch(m, dls.one_batch()[0][:1])
         except Exception as e: why = f"`dls.one_batch()` failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
-    c = ifnone(_in_channels(m),3)
+    c = next((k for k in (_in_channels(m), 3, 1) if k and takes_channels(m, k, check=True)), 3)  # tresnet's first conv takes 48: its input has 3
     # the automatic layer depends on the input size: say so rather than pick it for a size the model may never see
     warnings.warn(f"fast_cam: {why}, so the automatic layer is chosen for a 1×{c}×224×224 input. Pass a batch of the real size "
                   "(`cam_layer(model, xb)`), or call the method with your input, which picks the layer at its size.")
     dev,dt = model_device(m)
     return torch.zeros(1, c, 224, 224, device=dev, dtype=dt)
 
-def layer_candidates(body):
-    "Modules of `body` whose output is the whole state of the network at that point: its children, and those of every `nn.Sequential` (or lone child) among them"
+def first_tensor(o, n=None):
+    "`o` if it is a tensor, else the first tensor of a tuple or list output with `n` items (selecsls blocks pass lists on, TNT's pixel tokens come first), else `None`"
+    if isinstance(o, Tensor): return o
+    if isinstance(o, (tuple,list)): return next((t for t in o if isinstance(t, Tensor) and (n is None or (t.ndim and len(t)==n))), None)
+    return None
+
+def _not_a_map(s): return s is None or len(s)<3  # never ran as a whole (a `ModuleList`), or pooled
+
+def layer_candidates(body, outs=None):
+    "Modules of `body` whose output is the whole state of the network at that point: its children, and those of every `nn.Sequential` or `nn.ModuleList`, lone child, or (given the dry-run shapes `outs`) module whose output is not a map"
     res = []
     def _walk(o):
         kids = list(o.children())
         for c in kids:
             res.append(c)
-            if isinstance(c, nn.Sequential) or len(kids)==1: _walk(c)
+            # a lone child inside a `Sequential` is a block (ghostnet's one-block stages): its parts are not stages
+            lone = len(kids)==1 and (o is body or not isinstance(o, nn.Sequential))
+            if isinstance(c, (nn.Sequential,nn.ModuleList)) or lone or (outs is not None and _not_a_map(outs.get(c, (None,))[0])): _walk(c)
     _walk(body)
     return res
 
 def dry_run(m, mods, xb):
-    "`(shape, order)` of each of `mods`: its output shape (`None` if not a tensor) and when it finished, in one forward of `m` at `xb`'s size"
-    cnt,dev = itertools.count(),xb.device
-    # fastai's `model_sizes` recipe; `dummy_eval` draws its input from the global generator, so the user's random state is kept
-    with ModelState(m), Hooks(mods, lambda o,i,out: (out.shape if isinstance(out, Tensor) else None, next(cnt))) as hs, \
-         torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []):
-        run_model(lambda x: dummy_eval(m, tuple(x.shape[-2:])), xb)  # the model failing at this size is a `ModelError`
+    "`(shape, order)` of each of `mods`: its output shape (of its first tensor for a tuple; `None` if none) and when it finished, in one forward of `m` at `xb`'s size"
+    cnt,(dev,dt) = itertools.count(),model_device(m)
+    def _shape(o, i, out):
+        t = first_tensor(out, 1)
+        return (None if t is None else t.shape, next(cnt))
+    # fastai's `model_sizes` recipe, on an input of `xb`'s channels (not `in_channels`: tresnet's first conv follows a space-to-depth stem)
+    x = torch.empty(1, *xb.shape[1:], device=dev, dtype=dt)
+    # the random input is drawn from the global generator: fork it, so the user's random state is kept
+    with ModelState(m), Hooks(mods, _shape) as hs, torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []), torch.no_grad():
+        run_model(m, x.uniform_(-1., 1.))  # the model failing at this size is a `ModelError`
     return [ifnone(o, (None,None)) for o in hs.stored]
 
 
-
 # %% ../nbs/00_core.ipynb #0df9e673
+def _on_input(h, w, hw=None):
+    "Can an `h`×`w` map be an input of size `hw` strided the same way both ways (rounded up or down)? A square map if `hw` is None"
+    if hw is None: return h==w
+    H,W = hw
+    up = max(H/h, W/w) < min(H/(h-1) if h>1 else math.inf, W/(w-1) if w>1 else math.inf)
+    down = max(H/(h+1), W/(w+1)) < min(H/h, W/w)
+    return up or down
+
+def token_hw(n_tokens, hw=None, extras=(0,1,2)):
+    "`(e,h,w)`: `n_tokens` read as `e` extra (class) tokens first and an `h`×`w` grid of an input of size `hw`; `None` if none fits"
+    return next(((e,h,(n_tokens-e)//h) for e in extras for h in range(2, n_tokens-e)
+                 if (n_tokens-e)%h==0 and (n_tokens-e)//h>1 and _on_input(h, (n_tokens-e)//h, hw)), None)
+
+def map_layout(shape, hw=None):
+    "How an output of `shape` reads as a map of an input of size `hw`: `'nchw'`, `'nhwc'` (where `'nchw'` cannot be), `(e,h,w)` tokens, or `None`"
+    if shape is None: return None
+    if len(shape)==4:
+        _,c,h,w = shape
+        return 'nhwc' if not (h*w>1 and _on_input(h, w, hw)) and c*h>1 and _on_input(c, h, hw) else 'nchw'
+    return token_hw(shape[1], hw) if len(shape)==3 else None
+
+def map_side(shape, hw=None):
+    "The shorter side of the map an output of `shape` gives (see `map_layout`); 0 if it gives none"
+    lo = map_layout(shape, hw)
+    if lo is None: return 0
+    h,w = shape[2:] if lo=='nchw' else shape[1:3] if lo=='nhwc' else lo[1:]
+    return min(h,w) if h*w>1 else 0
+
+
+# %% ../nbs/00_core.ipynb #49c3c206
+def _patch_grads(m, xb, mods):
+    "For each of `mods` (token outputs with extra tokens first), does the output depend on its patch tokens?"
+    acts,(dev,dt) = {},model_device(m)
+    def _keep(o, i, out): acts[o] = first_tensor(out, 1)
+    with ModelState(m), torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []), torch.inference_mode(False), torch.enable_grad():
+        hs = [o.register_forward_hook(_keep) for o in mods]
+        try: out = first_tensor(run_model(m, torch.empty(1, *xb.shape[1:], device=dev, dtype=dt).uniform_(-1., 1.)), 1)
+        finally:
+            for h in hs: h.remove()
+        if out is None or not out.requires_grad: return [True]*len(mods)
+        gs = torch.autograd.grad(out.float().sum(), [acts[o] for o in mods], allow_unused=True)
+    return [g is not None and bool(g[:, token_hw(g.shape[1], xb.shape[-2:])[0]:].any()) for g in gs]
+
+def _tokens_on_grid(m, s, hw):
+    "Is an output of shape `s` in the token model `m` tokens, or a map on its patch grid (not nest's blocks of tokens)?"
+    g = token_grid(m, hw)
+    return s is not None and (len(s)==3 or (len(s)==4 and g is not None and (grid_like(s[1:3], g) or grid_like(s[2:], g))))
+
 def _pick_layer(m, xb, rule, min_side):
+    hw = tuple(xb.shape[-2:])
+    mods = [o for o in m.modules() if o is not m]
     tok = token_layer(m)
-    if tok is not None: return tok
+    try: outs = dict(zip(mods, dry_run(m, mods, xb)))  # every module's (output shape, order), in one dry run
+    except ModelError:
+        if tok is None: raise
+        return tok  # a ViT built for another size than the one guessed for a bare model: its `norm1` still
+    if tok is not None and _tokens_on_grid(m, outs[tok][0], hw): return tok
     unet = unet_layer(m) if rule=='auto' else None  # measured: the last UnetBlock (see below)
     if unet is not None: return unet
     body = m[0] if is_body_head(m) else m
-    mods = layer_candidates(body)
-    runs = sorted((k,o,s) for o,(s,k) in zip(mods, dry_run(m, mods, xb)) if s is not None and len(s)==4 and s[2]*s[3]>1)
-    if not runs: raise LayerError(f"No module of this model gives a spatial 4-D output (h*w > 1) for inputs of shape {tuple(xb.shape[1:])}: "
-                                  "CAM methods need a convolutional feature map. Pass `layer=` explicitly (see `arch_summary`).")
+    runs = sorted((outs[o][1],o,map_side(outs[o][0], hw)) for o in layer_candidates(body, outs) if outs[o][1] is not None)
+    runs = [(k,o,sd) for k,o,sd in runs if sd]
+    if not runs: raise LayerError(_no_map_msg.format(shape=tuple(xb.shape[1:])))
+    # after a class token's last attention only the class token reaches the output, as in a ViT: such stages give empty maps
+    cls = [o for k,o,sd in runs if isinstance(map_layout(outs[o][0], hw), tuple) and map_layout(outs[o][0], hw)[0]>0]
+    if cls:
+        dead = {o for o,ok in zip(cls, _patch_grads(m, xb, cls)) if not ok}
+        runs = [r for r in runs if r[1] not in dead] or runs
     if rule=='last': return runs[-1][1]
     # a map is only as fine as the coarsest one before it: a pooling that upsamples (vgg's 7×7 `avgpool` at 64 px) adds no detail
-    sides = np.minimum.accumulate([min(s[2],s[3]) for k,o,s in runs])
+    sides = np.minimum.accumulate([sd for k,o,sd in runs])
     ok = [o for (k,o,s),sd in zip(runs, sides) if sd>=min_side]
     # an input so small that no map reaches `min_side`: the last of the finest maps
     return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
 
+_no_map_msg = ("No module of this model gives a spatial output (a map [n,c,h,w] or [n,h,w,c], or tokens on a grid) for inputs of shape "
+               "{shape}: CAM methods need a feature map. Pass `layer=` explicitly (see `arch_summary`), with `reshape=f` for a layout "
+               "fast_cam does not read: `f(acts)` returns the map [n,c,h,w], e.g. for tokens after 4 extra ones on a 14×14 grid "
+               "`reshape=lambda a: a[:,4:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
 
 
 # %% ../nbs/00_core.ipynb #3646a1a1
@@ -518,6 +610,10 @@ def token_grid(m, hw=None):
     g = getattr(pe, 'grid_size', None)
     return None if g is None else tuple(int(o) for o in g)
 
+def grid_like(hw, grid):
+    "Is `hw` the patch `grid` scaled by a power of two (a Swin stage, the CNN stem of a hybrid ViT)?"
+    return any(abs(hw[0]-grid[0]*2.**k)<1 and abs(hw[1]-grid[1]*2.**k)<1 for k in range(-5,5))
+
 def token_layer(m):
     "The default layer of a timm token model: `norm1` of its last transformer block (`None` if `m` is not one)"
     t = token_net(m)
@@ -525,6 +621,7 @@ def token_layer(m):
     # a transformer block is a module with `norm1` and `attn`; `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
     blks = [o for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]
     return blks[-1].norm1 if blks else None
+
 
 
 # %% ../nbs/00_core.ipynb #d5ec72e2

@@ -34,23 +34,22 @@ def _n_channels(l):
     if isinstance(l, (nn.modules.batchnorm._NormBase, nn.GroupNorm)): return getattr(l, 'num_features', getattr(l, 'num_channels', None))
     return None
 
-def _grid_like(hw, grid):
-    "Is `hw` the patch `grid` scaled by a power of two (a Swin stage, the CNN stem of a hybrid ViT)?"
-    return any(abs(hw[0]-grid[0]*2.**k)<1 and abs(hw[1]-grid[1]*2.**k)<1 for k in range(-5,5))
-
 _reshape_hint = ("Pass `reshape=f`, where `f(acts)` returns the map [n,c,h,w], e.g. for 1 class token and a 14×14 grid "
                  "`reshape=lambda a: a[:,1:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
 
-def _tokens(a, m, l, grid):
+def _tokens(a, m, l, grid, hw=None):
     "Tokens `[n, extra+h·w, c]` as `[n,c,h,w]`, dropping the `extra` class/distillation tokens timm puts first"
     n,T,c = a.shape
     k,npre = _n_channels(l),getattr(token_net(m), 'num_prefix_tokens', None)
     extras = [npre] if isinstance(npre, int) else [0,1,2]  # none, a class token, class + distillation tokens
-    if grid is not None: hws = [(math.ceil(grid[0]/2**i), math.ceil(grid[1]/2**i)) for i in range(6)]  # Swin stages halve the grid
-    else: hws = [(r,r) for r in range(2, math.isqrt(T)+1)]  # no grid: a square one
-    fits = [(e,(h,w)) for h,w in hws for e in extras if T-e==h*w]
+    if grid is not None:
+        hws = [(math.ceil(grid[0]/2**i), math.ceil(grid[1]/2**i)) for i in range(6)]  # Swin stages halve the grid
+        fits = [(e,(h,w)) for h,w in hws for e in extras if T-e==h*w]
+    else:  # no patch grid (MLP-Mixer, LeViT): a grid with the input's aspect (see `token_hw`)
+        f = token_hw(T, hw, extras)
+        fits = [] if f is None else [(f[0],f[1:])]
     if not fits or (k is not None and c!=k):
-        want = f"{' or '.join(map(str,extras))} extra tokens + h·w " + (f"for the patch grid {grid}" if grid else "with h·w a square")
+        want = f"{' or '.join(map(str,extras))} extra tokens + h·w " + (f"for the patch grid {grid}" if grid else "on a grid of the input's aspect")
         raise LayerError(f"Layer {module_name(m,l)!r} gives a 3-D output {tuple(a.shape)} that fast_cam cannot read as tokens [n, extra+h·w, channels] "
                          f"({want}{'' if k is None or c==k else f', and {k} channels last'}). " + _reshape_hint)
     e,(h,w) = fits[0]
@@ -61,12 +60,13 @@ def to_spatial(a, m, l, hw=None, reshape=None):
     if reshape is not None: return reshape(a)
     if not isinstance(a, Tensor) or a.ndim not in (3,4): return a  # `check_spatial` says what is wrong
     grid = token_grid(m, hw)
-    if a.ndim==3: return _tokens(a, m, l, grid)
+    if a.ndim==3: return _tokens(a, m, l, grid, hw)
     k = _n_channels(l)
     if k is not None: last = a.shape[-1]==k and a.shape[1]!=k
-    else: last = grid is not None and _grid_like(a.shape[1:3], grid) and not _grid_like(a.shape[2:], grid)
+    elif grid is not None: last = grid_like(a.shape[1:3], grid) and not grid_like(a.shape[2:], grid)
+    else: last = map_layout(a.shape, hw)=='nhwc'  # sequencer's [n,h,w,c] blocks: only where [n,c,h,w] cannot be
     if last: a = a.permute(0,3,1,2)  # Swin keeps its tokens as [n,h,w,c]
-    if grid is not None and not _grid_like(a.shape[2:], grid):
+    if grid is not None and not grid_like(a.shape[2:], grid):
         raise LayerError(f"Layer {module_name(m,l)!r} gives {tuple(a.shape)}, which is not a map on the patch grid {grid} of this token model "
                          "(e.g. attention heads × tokens). Pick a block's `norm1` (see `token_layer`), or leave `layer=None`. " + _reshape_hint)
     return a
@@ -82,6 +82,7 @@ def feature_maps(m, ls, c, name, hw=None, reshape=None):
             warnings.warn(f"Layer {module_name(m,l)!r}: the target scores depend on its extra (class) tokens only, not on its patch tokens, "
                           "so gradient-based maps of it are all zero. Leave `layer=None` (`norm1` of the last block, see `token_layer`).")
     return acts,grads
+
 
 
 # %% ../nbs/02_methods.ipynb #baa3d2b1
