@@ -9,6 +9,7 @@ import os, re, sys, json, fcntl, subprocess
 from pathlib import Path
 from fastcore.nbio import read_nb
 from execnb.shell import CaptureShell
+from nbshrink import shrink_output
 
 def terminal(s):
     "A stream as a terminal shows it at the end: each `\\r` returns to the line's start and overwrites; emptied progress lines go"
@@ -46,7 +47,7 @@ def run(p):
         for c in cur['cells']:
             src,ran = done.get(c.get('id'), (None,None))
             if ran is not None and src==''.join(c['source']):
-                c['outputs'] = [o for o in (_tidy(dict(o)) for o in ran.get('outputs', [])) if o is not None]
+                c['outputs'] = [shrink_output(o) for o in (_tidy(dict(o)) for o in ran.get('outputs', [])) if o is not None]
                 c['execution_count'] = ran.get('execution_count')
         p.write_text(json.dumps(cur, indent=1, ensure_ascii=False)+'\n')
     subprocess.run(['nbdev-clean', '--fname', str(p)], check=False)
