@@ -17,7 +17,7 @@ from .show import show_heatmap, show_guided, decode_batch
 
 
 # %% auto #0
-__all__ = ['keep_rng', 'CAMHistory', 'CAMCallback', 'GatherCAMsCallback', 'distrib_info', 'shard_dl']
+__all__ = ['keep_rng', 'CAMHistory', 'CAMCallback', 'atomic_write', 'GatherCAMsCallback', 'distrib_info', 'shard_dl']
 
 # %% ../nbs/07_callback.ipynb #7b6d4ab6
 @contextmanager
@@ -236,27 +236,49 @@ def _size(size):
     if isinstance(size, (tuple,list)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size): return tuple(size)
     raise CAMError(f"`size` must be None (feature resolution), 'input', an int or (H, W); got {size!r}.")
 
+def _tmp(p): return p.with_name(f'.{p.name}.tmp')
+
+def atomic_write(p, write):
+    "Write the file `p` by `write(tmp)` into a temporary file beside it, then `os.replace`: a killed run leaves the old file or none, never half of one"
+    p = Path(p); tmp = _tmp(p)
+    try: write(tmp); os.replace(tmp, p)
+    except BaseException: tmp.unlink(missing_ok=True); raise
+
+def _save_npy(p, a):
+    def _w(t):
+        with open(t, 'wb') as f: np.save(f, a)  # a file object, so `np.save` adds no '.npy' to the temporary name
+    atomic_write(p, _w)
+
+def _save_csv(p, rows):
+    def _w(t):
+        with open(t, 'w', newline='') as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
+    atomic_write(p, _w)
+
+def _item_name(items, i):
+    "The item `i` of a DataLoader's `items` and the stem of its files: `{i:05d}`, or `{i:05d}_{stem}` for a file"
+    it = (items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else i
+    return it, f'{i:05d}_{it.stem}' if isinstance(it, Path) else f'{i:05d}'  # files keep their name, after the index that makes it unique
+
 _MISSING = object()
 
 class GatherCAMsCallback(Callback):
     "Compute each batch's maps in the forward of a `get_preds` run (one forward per batch); gather them on the CPU and/or write them to `out`"
     order,run_train,name = 90,False,'gather_cams'  # last before the forward: the batch as every other callback left it
     def __init__(self, method='gradcam', target=None, layer=None, size=None, out=None, overlays=False, keep=True, n=None,
-                 alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, part='manifest.part0.csv', **kwargs):
+                 alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, part='manifest.part0', **kwargs):
         store_attr('method,target,layer,overlays,keep,n,alpha,cmap,figsize,dpi,part,kwargs')
         self.size,self.out = _size(size),None if out is None else Path(out)
-        self.fh,self.m,self.maps,self.idxs = None,None,[],None
+        self.m,self.maps,self.idxs,self.nrows = None,[],None,0
 
     def before_validate(self):
-        self.maps,self.pos,self.nrows,self.writer,self.fh = [],0,0,None,None
+        self.maps,self.pos,self.nrows,self.nb = [],0,0,0
         # the order the batches come in: `get_preds` puts the items back in data set order with these indices
         self.idxs = list(self.dl.get_idxs()) if hasattr(self.dl, 'get_idxs') else None
         t,n = self.target,ifnone(self.n, self.dl.n)
         if isinstance(t, (list,tuple,np.ndarray,Tensor)) and len(t)!=n:
             raise TargetError(f"Got {len(t)} targets for a DataLoader of {n} items: pass one target per item, or a single class.")
-        if self.out is not None:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.fh = open(self.out/self.part, 'w', newline='')  # manifest rows go to disk as they come: memory stays flat
+        if self.out is not None: self.out.mkdir(parents=True, exist_ok=True)
 
     def _target(self, ii):
         t = self.target
@@ -296,6 +318,7 @@ class GatherCAMsCallback(Callback):
     def after_cancel_batch(self): self._restore()
 
     def _save(self, xb, ii, maps, probs, t):
+        "Each map (and overlay) to its own file, then the batch's manifest rows to one part file, all written atomically"
         vocab,items = get_vocab(self.learn),getattr(self.dl, 'items', None)
         lbl = lambda c: str(vocab[c]) if vocab is not None and 0<=c<len(vocab) else str(c)
         ys = self.yb[0].as_subclass(Tensor).cpu() if len(self.yb) else None
@@ -306,27 +329,24 @@ class GatherCAMsCallback(Callback):
         rows = []
         for j,i in enumerate(ii):
             p = int(probs[j].argmax())
-            it = (items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else i
-            nm = f'{i:05d}_{it.stem}' if isinstance(it, Path) else f'{i:05d}'  # files keep their name, after the index that makes it unique
+            it,nm = _item_name(items, i)
             row = dict(idx=i, item=str(it),
                        actual='' if ys is None else lbl(int(ys[j])) if ys.ndim==1 else ';'.join(lbl(int(c)) for c in ys[j].nonzero()[:,0]), predicted=lbl(p), probability=float(probs[j,p]),
                        explained='' if tg is None else lbl(int(tg[j])), map=f'{nm}.npy', overlay=f'{nm}.png' if self.overlays else '')
-            np.save(self.out/row['map'], maps[j].numpy())
+            _save_npy(self.out/row['map'], maps[j].numpy())
             if self.overlays:
                 fig,axs = _fig(1, 1, self.figsize)
                 c = p if tg is None else int(tg[j])
                 ttl = f"{lbl(c)} / {float(probs[j,c]):.2f}"
                 if guided: show_guided(maps[j], ax=axs[0], title=ttl)
                 else: show_heatmap(imgs[j], maps[j], ax=axs[0], alpha=self.alpha, cmap=self.cmap, title=ttl)
-                fig.savefig(self.out/row['overlay'], dpi=self.dpi, bbox_inches='tight', format='png')
+                atomic_write(self.out/row['overlay'], lambda f: fig.savefig(f, dpi=self.dpi, bbox_inches='tight', format='png'))
             rows.append(row)
-        if self.writer is None: self.writer = csv.DictWriter(self.fh, fieldnames=list(rows[0])); self.writer.writeheader()
-        self.writer.writerows(rows); self.fh.flush()
-        self.nrows += len(rows)
+        # the rows come last: an item has a manifest row only once its files are whole, which is what `resume` trusts
+        _save_csv(self.out/f'{self.part}.{self.nb:05d}.csv', rows)
+        self.nb,self.nrows = self.nb+1,self.nrows+len(rows)
 
-    def after_validate(self):
-        self._restore()
-        if self.fh is not None: self.fh.close(); self.fh = None
+    def after_validate(self): self._restore()
 
 # %% ../nbs/07_callback.ipynb #80e6891e
 class _Idxs:
@@ -345,10 +365,11 @@ def distrib_info(device=None):
         atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
     return dist.get_rank(),dist.get_world_size()
 
-def shard_dl(dl, rank, world):
-    "The part of `dl` that process `rank` of `world` explains: a contiguous block of the items in data set order, so each item is in exactly one"
-    lo,hi = rank*dl.n//world,(rank+1)*dl.n//world
-    sub = dl.new(get_idxs=_Idxs(list(range(lo, hi))), n=hi-lo, shuffle=False, drop_last=False)
+def shard_dl(dl, rank, world, idxs=None):
+    "The part of `dl` (or of its items `idxs`) that process `rank` of `world` explains: a contiguous block in data set order, so each item is in exactly one"
+    idxs = list(range(dl.n)) if idxs is None else list(idxs)
+    lo,hi = rank*len(idxs)//world,(rank+1)*len(idxs)//world
+    sub = dl.new(get_idxs=_Idxs(idxs[lo:hi]), n=hi-lo, shuffle=False, drop_last=False)
     sub.to_detach = _local  # fastai would all-gather every batch across the processes: the results are merged once, at the end
     return sub
 
@@ -358,13 +379,49 @@ def _cat(xs):
     if isinstance(xs[0], Tensor): return torch.cat(xs)
     return type(xs[0])(_cat(list(o)) for o in zip(*xs))
 
-def _merge_manifest(out, world):
-    "One `manifest.csv` in data set order from the processes' parts"
-    parts = [out/f'manifest.part{r}.csv' for r in range(world)]
-    dfs = [pd.read_csv(p, dtype=str, keep_default_na=False) for p in parts if p.exists() and p.stat().st_size]
-    df = pd.concat(dfs) if dfs else pd.DataFrame(columns=['idx','item','actual','predicted','probability','explained','map','overlay'])
-    df.sort_values('idx', key=lambda s: s.astype(int)).to_csv(out/'manifest.csv', index=False)
-    for p in parts: p.unlink(missing_ok=True)
+_cols = ['idx','item','actual','predicted','probability','explained','map','overlay']
+
+def _read_csv(f):
+    with open(f, newline='') as fh: return list(csv.DictReader(fh))  # plain `csv`: one small part per batch, so thousands of files
+
+def _rows(out, base):
+    "The manifest rows in `out`, as text, from `manifest.csv` (when `base`) and the part files after it: the newest row of each item"
+    fs = ([out/'manifest.csv'] if base else []) + sorted(out.glob('manifest.part*.csv'))
+    df = pd.DataFrame([r for f in fs if f.exists() for r in _read_csv(f)]).reindex(columns=_cols).fillna('').astype(str)
+    df = df[df.idx.str.fullmatch(r'\d+')]  # the rows `fast_cam explain` adds for unreadable files have no idx
+    return df.drop_duplicates('idx', keep='last')
+
+def _loads(p):
+    "The `.npy` file `p` is whole: its header reads and its data is all there (memory-mapped, so nothing is read)"
+    try: np.load(p, mmap_mode='r'); return True
+    except Exception: return False
+
+def _done(out, dl, overlays):
+    "The rows of an earlier run into `out` that `resume` keeps: the same item at the same index, its map whole (and its overlay there)"
+    items,keep = getattr(dl, 'items', None),[]
+    for r in _rows(out, base=True).itertuples(index=False):
+        i = int(r.idx)
+        if i>=dl.n: continue
+        it,nm = _item_name(items, i)
+        if r.map!=f'{nm}.npy' or (isinstance(it, (str,Path,int,np.integer)) and r.item!=str(it)): continue  # another item there now
+        if overlays and not (r.overlay and (out/r.overlay).exists()): continue
+        if _loads(out/r.map): keep.append(r._asdict())
+    return pd.DataFrame(keep, columns=_cols)
+
+def _start(out, dl, resume, overlays):
+    "Before any map is computed: clear what a killed run left half-done; with `resume`, fold the finished items into `manifest.csv`"
+    for p in out.glob('.*.tmp'): p.unlink(missing_ok=True)  # temporary files of a run killed mid-write: never read as maps
+    if resume:
+        df = _done(out, dl, overlays)
+        atomic_write(out/'manifest.csv', lambda f: df.to_csv(f, index=False))
+    for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)  # without `resume`, an earlier run's rows are not this run's
+
+def _merge_manifest(out, resume):
+    "One `manifest.csv` in data set order: the processes' parts, after the kept rows of `manifest.csv` when resuming"
+    df = _rows(out, base=resume)
+    df = df.iloc[np.argsort(df.idx.astype(int).values, kind='stable')]
+    atomic_write(out/'manifest.csv', lambda f: df.to_csv(f, index=False))
+    for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)
 
 @patch
 def get_cams(self:Learner,
@@ -376,6 +433,7 @@ def get_cams(self:Learner,
              with_preds=True, # Also return predictions and targets, as `get_preds` does; False with `out`: stream the maps to disk
              out=None, # A folder for the maps (`{idx:05d}.npy`, or `{idx:05d}_{stem}.npy` for files), `manifest.csv` and the overlays
              overlays=False, # Also draw a PNG overlay per map in `out` (slow on large sets)
+             resume=False, # With `out` and `with_preds=False`: keep the items an interrupted run finished in `out`, compute the rest
              ds_idx=1, # The DataLoader of `dls` to use when `dl` is None
              **kwargs # Options of the method (as in `explain`), and `alpha`, `cmap`, `figsize`, `dpi` of the overlays
             ):
@@ -383,19 +441,31 @@ def get_cams(self:Learner,
     get_method(method); _size(size)
     if overlays and out is None: raise CAMError("`overlays=True` draws the overlays into a folder: pass `out=` as well.")
     if overlays and is_all(target): raise CAMError("Overlays need one map per item: target='all' gives one per class.")
+    if resume and (out is None or with_preds):
+        raise CAMError("`resume=True` continues a run streamed to a folder, and returns its manifest: pass `out=` and `with_preds=False`.")
     ov = {k:kwargs.pop(k) for k in ('alpha','cmap','figsize','dpi') if k in kwargs}
     if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
     if type(dl).__name__=='DistributedDL': dl = dl.dl  # inside `learn.distrib_ctx()`: shared between the processes below, not twice
     if getattr(dl, 'n', None) is None: raise CAMError("get_cams needs a DataLoader with a length (a fastai `DataLoader` over a data set).")
     rank,world = distrib_info(getattr(dl, 'device', None))
-    n,stream = dl.n,out is not None and not with_preds
-    if world>1: dl = shard_dl(dl, rank, world)
-    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, keep=not stream, n=n, part=f'manifest.part{rank}.csv', **ov, **kwargs)
+    n,stream,todo = dl.n,out is not None and not with_preds,None
+    if out is not None:
+        out = Path(out); out.mkdir(parents=True, exist_ok=True)
+        if rank==0: _start(out, dl, resume, overlays)
+        if world>1: dist.barrier()
+        if resume:  # every process reads the same finished items, so they share out the same missing ones
+            done = set(pd.read_csv(out/'manifest.csv', usecols=['idx']).idx.tolist())
+            todo = [i for i in range(n) if i not in done]
+    if world>1: dl = shard_dl(dl, rank, world, todo)
+    elif todo is not None and len(todo)<n: dl = dl.new(get_idxs=_Idxs(todo), n=len(todo), shuffle=False, drop_last=False)
+    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, keep=not stream, n=n, part=f'manifest.part{rank}', **ov, **kwargs)
     kw = dict(with_preds=False, with_targs=False) if stream else {}  # streaming keeps nothing per item in memory
     preds = targs = None
+    # `learn.distrib_ctx()` would wrap the model and re-shard the DataLoader inside `get_preds`: the items are shared out above
+    dtc = [c for c in self.cbs if type(c).__name__=='DistributedTrainer']
     try:
-        with ModelState(self.model), self.no_bar() if rank else contextlib.nullcontext():  # `get_preds` would leave the model in eval mode
-            if dl.n: preds,targs = self.get_preds(dl=dl, cbs=cb, reorder=world==1, **kw)
+        with ModelState(self.model), self.removed_cbs(dtc), self.no_bar() if rank else contextlib.nullcontext():  # `get_preds` would leave the model in eval mode
+            if dl.n: preds,targs = self.get_preds(dl=dl, cbs=cb, reorder=world==1 and n==dl.n, **kw)
     finally: cb.after_validate()
     maps = torch.cat(cb.maps) if cb.maps else None
     if world==1 and maps is not None and cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]  # the order `get_preds` returns
@@ -403,9 +473,12 @@ def get_cams(self:Learner,
         parts = [None]*world
         dist.all_gather_object(parts, (maps, preds, targs))
         maps,preds,targs = [_cat([p[k] for p in parts]) for k in range(3)]
+    nrows = [cb.nrows]*world
     if out is not None:
+        if world>1: dist.barrier(); dist.all_gather_object(nrows, cb.nrows)
+        if rank==0: _merge_manifest(out, resume)
         if world>1: dist.barrier()
-        if rank==0: _merge_manifest(Path(out), world)
-        if world>1: dist.barrier()
-    if stream: return pd.read_csv(Path(out)/'manifest.csv', keep_default_na=False)
-    return (maps, preds, targs) if with_preds else maps
+    if not stream: return (maps, preds, targs) if with_preds else maps
+    man = pd.read_csv(out/'manifest.csv', keep_default_na=False)
+    man.attrs.update(computed=sum(nrows), kept=n-len(todo) if todo is not None else 0)  # how many maps this call computed, and kept from `out`
+    return man

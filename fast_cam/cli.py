@@ -16,7 +16,7 @@ from .learner import explain
 from .methods import get_method, methods
 from .show import *
 from .interpret import CAMInterpretation
-from .callback import distrib_info
+from .callback import distrib_info, atomic_write
 from .data import shapes_learner
 from .metrics import pointing_game
 
@@ -60,6 +60,18 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
 # %% ../nbs/10_cli.ipynb #484e8936
 _globchars = set('*?[')
 
+def _check_image(f):
+    "'' if the image file `f` decodes to its end, else why not; a full decode finds what `verify()` misses, such as a JPEG cut short"
+    try:
+        if not os.path.getsize(f): return 'not a readable image (empty file)'
+        with Image.open(f) as im:
+            im.draft(im.mode, (1,1))  # a JPEG is decoded at 1/8 scale: every byte is still read, at a fraction of the cost
+            im.load()
+        return ''
+    except Exception as e:
+        msg = str(e).replace(repr(str(f)), '').replace(str(f), '').strip(" :'")  # PIL names the file, which the list already does
+        return f"not a readable image ({type(e).__name__}{': '+msg if msg else ''})"
+
 def image_paths(paths):
     "Image files from `paths` (files, folders searched recursively, glob patterns), in order, once each; and `(path, why)` for the rest"
     good,bad,seen = [],[],set()
@@ -74,13 +86,10 @@ def image_paths(paths):
         if not hits: bad.append((p, why)); continue
         for f in hits:
             if f.resolve() not in seen: seen.add(f.resolve()); good.append(f)
-    ok = []
-    for f in good:  # a header check, so one broken file cannot stop a batch
-        try:
-            with Image.open(f) as im: im.verify()
-            ok.append(f)
-        except Exception as e: bad.append((str(f), f'not a readable image ({type(e).__name__})'))
-    return ok,bad
+    # every file decoded once up front (in threads: PIL's decoders release the GIL), so one broken file cannot stop a batch
+    whys = parallel(_check_image, good, n_workers=min(8, defaults.cpus), threadpool=True, progress=False) if good else []
+    ok = [f for f,w in zip(good, whys) if not w]
+    return ok,bad+[(str(f), w) for f,w in zip(good, whys) if w]
 
 def load_exported(learner):
     "The `Learner` saved in the file `learner` by `learn.export()`, on the CPU, or a `CAMError` that says what is wrong"
@@ -96,7 +105,13 @@ def load_exported(learner):
     if not isinstance(learn, Learner): raise CAMError(f"{str(p)!r} holds a {type(learn).__name__}, not a fastai Learner saved with `learn.export()`.")
     return learn
 
-def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='fast_cam_explain', bs=64, overlays=True, verbose=True):
+def _with_errors(man, bad):
+    "The manifest with an `error` column: '' for the images explained, then a row for each path left out, with why"
+    man = man.assign(error='')
+    if bad: man = pd.concat([man, pd.DataFrame(dict(item=[p for p,_ in bad], error=[w for _,w in bad]))], ignore_index=True)
+    return man.astype({'idx':'Int64'}).fillna({c:'' for c in man.columns if c not in ('idx','probability')})
+
+def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='fast_cam_explain', bs=64, overlays=True, verbose=True, resume=False):
     "Maps, overlays and `manifest.csv` in `out` for the images in `paths` (files, folders, globs), in batches through `get_cams`; returns the manifest and the bad paths"
     learn = load_exported(learner)
     if isinstance(layer, str) and all(c.isdigit() or c in ',-' for c in layer): layer = [int(o) for o in layer.split(',')]
@@ -110,10 +125,15 @@ def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='
     dl = learn.dls.test_dl(files, bs=bs)
     t = time.perf_counter()
     with (contextlib.nullcontext() if verbose else learn.no_bar()):  # fastai's progress bar, batch by batch
-        man = learn.get_cams(dl, method, target, layer, out=out, overlays=overlays, with_preds=False, figsize=(4,4), dpi=100)
-    pr(f"wrote {len(man)} maps{' and overlays' if overlays else ''} and {Path(out)/'manifest.csv'} in {time.perf_counter()-t:.0f}s")
+        man = learn.get_cams(dl, method, target, layer, out=out, overlays=overlays, with_preds=False, resume=resume, figsize=(4,4), dpi=100)
+    a = man.attrs
+    man = _with_errors(man, bad)
+    if rank==0: atomic_write(Path(out)/'manifest.csv', lambda f: man.to_csv(f, index=False))
+    kept = f" ({a['kept']} already in {out} from an earlier run)" if resume else ''
+    pr(f"wrote {a['computed']} maps{' and overlays' if overlays else ''}{kept} and {Path(out)/'manifest.csv'} in {time.perf_counter()-t:.0f}s")
     if bad and rank==0:
-        print(f"{len(bad)} path(s) skipped:\n" + '\n'.join(f"  {p}: {why}" for p,why in bad), file=sys.stderr)
+        print(f"{len(bad)} path(s) skipped (also in manifest.csv, with their error):\n" + '\n'.join(f"  {p}: {why}" for p,why in bad), file=sys.stderr)
+    man.attrs = a
     return man,bad
 
 # %% ../nbs/10_cli.ipynb #962e9bd1
@@ -138,11 +158,13 @@ def fast_cam_explain(learner:str, # A Learner file saved with `learn.export()`
                      target:str=None, # Class (label or index) to explain; default the prediction
                      out:str='fast_cam_explain', # Folder for the maps, overlays and manifest.csv
                      bs:int=64, # Batch size
-                     no_overlays:bool=False): # Write only the maps (.npy) and the manifest
-    "Maps, heatmap overlays and a manifest for images, folders and globs with an exported fastai Learner; runs under torchrun to share the work"
+                     no_overlays:bool=False, # Write only the maps (.npy) and the manifest
+                     resume:bool=False, # Keep the images an interrupted run already wrote to --out, compute only the rest
+                     strict:bool=False): # Exit with status 1 when a path is skipped (otherwise skipped paths are only listed)
+    "Maps, heatmap overlays and a manifest for images, folders and globs with an exported fastai Learner; unreadable files are skipped and listed; runs under torchrun to share the work"
     if not paths: raise CAMError("Give at least one image file, folder or glob after the learner file.")
-    man,bad = run_explain(learner, paths, method, layer, target, out, bs, not no_overlays)
-    if bad: sys.exit(1)
+    man,bad = run_explain(learner, paths, method, layer, target, out, bs, not no_overlays, resume=resume)
+    if bad and strict: sys.exit(1)
 
 _cmds = {'demo': fast_cam_demo, 'explain': fast_cam_explain}
 

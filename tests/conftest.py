@@ -1,4 +1,4 @@
-"Small fixtures with no downloads: a folder of shape images, fastai learners on it, and a state snapshot."
+"Small fixtures with no downloads: a folder of shape images, fastai learners on it, a state snapshot, and a `get_cams` run to kill part-way."
 import warnings, pytest, torch
 from pathlib import Path
 from PIL import Image, ImageDraw
@@ -77,3 +77,51 @@ def assert_same(m, s):
 def rel_err(a, b):
     "max |a-b| relative to max |b|"
     return ((a-b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
+
+def load_quiet(f):
+    "`load_learner` on the CPU, without its warning about pickle (the file is the test's own)"
+    from fastai.vision.all import load_learner
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        return load_learner(f, cpu=True)
+
+def manifest_parts(o):
+    "The items an interrupted `get_cams` run into `o` finished: those with a row in a manifest part (written after the item's files)"
+    import pandas as pd
+    return sorted(int(i) for p in o.glob('manifest.part*.csv') for i in pd.read_csv(p).idx)
+
+def kill_when(cmd, ready, env=None, cwd=None, timeout=60):
+    "Run `cmd` and, once `ready()`, SIGKILL it and every process it started (torchrun's workers run in sessions of their own)"
+    import os, signal, subprocess, tempfile, time, psutil
+    with tempfile.TemporaryFile('w+') as err:  # a file, not a pipe: a chatty run cannot block on a full pipe
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, env=env, cwd=cwd)
+        t = time.time()
+        while not ready():
+            if p.poll() is not None: err.seek(0); raise AssertionError(f'the run ended before it was killed: {err.read()[-2000:]}')
+            assert time.time()-t<timeout, 'no progress'
+            time.sleep(0.02)
+        procs = [psutil.Process(p.pid)]
+        procs += procs[0].children(recursive=True)
+        for o in procs:
+            try: o.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess: pass
+        assert p.wait()==-signal.SIGKILL
+        psutil.wait_procs(procs[1:], timeout=10)
+
+KILLED = '''
+import os, sys, time, json, torch, warnings
+warnings.filterwarnings('ignore')
+from pathlib import Path
+from fastai.vision.all import *
+from fast_cam.all import *
+torch.set_num_threads(1)
+learner,imgs,out,res,delay = sys.argv[1:6]
+learn = load_learner(learner, cpu=True)
+class Slow(Callback):
+    "A slow model: time for the test to kill the run between batches"
+    def after_batch(self): time.sleep(float(delay))
+learn.add_cb(Slow())
+dl = learn.dls.test_dl(get_image_files(imgs).sorted(), bs=4)
+with learn.no_bar(): man = learn.get_cams(dl, out=out, with_preds=False, resume=True)
+Path(f"{res}.{os.environ.get('RANK', 0)}").write_text(json.dumps(man.attrs))
+'''
