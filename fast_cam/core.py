@@ -17,9 +17,9 @@ __all__ = ['MIN_SIDE', 'CAMError', 'LayerError', 'TargetError', 'InputError', 'H
            'ModelError', 'run_model', 'as_model', 'is_body_head', 'get_module', 'module_name', 'arch_summary',
            'model_device', 'takes_channels', 'image_type', 'to_batch', 'get_vocab', 'is_all', 'is_label', 'is_custom',
            'multi_label', 'Labels', 'labels_target', 'resolve_target', 'target_scores', 'region_masks', 'SegTarget',
-           'ModelState', 'first_tensor', 'layer_candidates', 'dry_run', 'token_hw', 'map_layout', 'map_side',
-           'token_net', 'token_grid', 'grid_like', 'token_layer', 'unet_layer', 'cam_layer', 'resolve_layer',
-           'min_max_scale', 'upsample']
+           'ModelState', 'first_tensor', 'layer_candidates', 'probe_input', 'dry_run', 'token_hw', 'map_layout',
+           'map_side', 'token_net', 'token_grid', 'grid_like', 'token_layer', 'unet_layer', 'cam_layer',
+           'resolve_layer', 'min_max_scale', 'upsample']
 
 # %% ../nbs/00_core.ipynb #e3c970d7
 class CAMError(ValueError):
@@ -135,11 +135,8 @@ def takes_channels(m, c, hw=(224,224), check=False):
     if not check and _in_channels(m) in (None, c): return True
     key,res = (c, tuple(hw), sum(1 for _ in m.modules())),_runs_on.setdefault(m, {})
     if key not in res:
-        dev,dt = model_device(m)
-        try:
-            with ModelState(m), torch.no_grad(): m(torch.zeros(1, c, *hw, device=dev, dtype=dt))
-            res[key] = True
-        except Exception: res[key] = False
+        try: dry_run(m, [], torch.zeros(1, c, *hw)); res[key] = True
+        except ModelError: res[key] = False
     return res[key]
 
 
@@ -500,17 +497,23 @@ def layer_candidates(body, outs=None):
     _walk(body)
     return res
 
+@contextmanager
+def probe_input(m, xb):
+    "A random input of one item of `xb`'s shape, on `m`'s device and dtype; the user's random state is restored afterwards"
+    dev,dt = model_device(m)
+    # `xb`'s channels, not `in_channels`: tresnet's first conv follows a space-to-depth stem
+    with torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []):
+        yield torch.empty(1, *xb.shape[1:], device=dev, dtype=dt).uniform_(-1., 1.)
+
 def dry_run(m, mods, xb):
     "`(shape, order)` of each of `mods`: its output shape (of its first tensor for a tuple; `None` if none) and when it finished, in one forward of `m` at `xb`'s size"
-    cnt,(dev,dt) = itertools.count(),model_device(m)
+    cnt = itertools.count()
     def _shape(o, i, out):
         t = first_tensor(out, 1)
         return (None if t is None else t.shape, next(cnt))
-    # fastai's `model_sizes` recipe, on an input of `xb`'s channels (not `in_channels`: tresnet's first conv follows a space-to-depth stem)
-    x = torch.empty(1, *xb.shape[1:], device=dev, dtype=dt)
-    # the random input is drawn from the global generator: fork it, so the user's random state is kept
-    with ModelState(m), Hooks(mods, _shape) as hs, torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []), torch.no_grad():
-        run_model(m, x.uniform_(-1., 1.))  # the model failing at this size is a `ModelError`
+    # fastai's `model_sizes` recipe
+    with ModelState(m), Hooks(mods, _shape) as hs, probe_input(m, xb) as x, torch.no_grad():
+        run_model(m, x)  # the model failing at this size is a `ModelError`
     return [ifnone(o, (None,None)) for o in hs.stored]
 
 
@@ -546,17 +549,12 @@ def map_side(shape, hw=None):
 
 # %% ../nbs/00_core.ipynb #49c3c206
 def _patch_grads(m, xb, mods):
-    "For each of `mods` (token outputs with extra tokens first), does the output depend on its patch tokens?"
-    acts,(dev,dt) = {},model_device(m)
-    def _keep(o, i, out): acts[o] = first_tensor(out, 1)
-    with ModelState(m), torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []), torch.inference_mode(False), torch.enable_grad():
-        hs = [o.register_forward_hook(_keep) for o in mods]
-        try: out = first_tensor(run_model(m, torch.empty(1, *xb.shape[1:], device=dev, dtype=dt).uniform_(-1., 1.)), 1)
-        finally:
-            for h in hs: h.remove()
-        if out is None or not out.requires_grad: return [True]*len(mods)
-        gs = torch.autograd.grad(out.float().sum(), [acts[o] for o in mods], allow_unused=True)
-    return [g is not None and bool(g[:, token_hw(g.shape[1], xb.shape[-2:])[0]:].any()) for g in gs]
+    "For each of `mods` (token outputs with extra tokens first), does the output depend on its patch tokens? One capture of a random input"
+    from fast_cam.capture import capture  # the engine is built on this module: imported when first needed
+    with probe_input(m, xb) as x:
+        try: gs = capture(m, x, mods, target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads
+        except CAMError: return [True]*len(mods)  # an output that is not a tensor, or no gradient at all: nothing to tell
+    return [bool(g[:, token_hw(g.shape[1], xb.shape[-2:])[0]:].any()) for g in gs]
 
 def _tokens_on_grid(m, s, hw):
     "Is an output of shape `s` in the token model `m` tokens, or a map on its patch grid (not nest's blocks of tokens)?"

@@ -7,12 +7,14 @@ import io, sys, json, base64, fcntl
 from pathlib import Path
 from PIL import Image
 
-MAX_W = 900  # the docs column is narrower than this; matplotlib's inline figures at 2x come out up to 2000 px
+MAX_W = 800  # the docs column is narrower than this; matplotlib's inline figures at 2x come out up to 2000 px
+MAX_AREA = 360_000  # pixels: a tall grid (the tutorial's epochs × items history) is scaled down to this
 
 def shrink_png(b):
     "PNG bytes `b`, downscaled to `MAX_W` wide and palette-quantised, or `b` itself when that is not smaller"
     im = Image.open(io.BytesIO(b)).convert('RGBA')
-    if im.width>MAX_W: im = im.resize((MAX_W, round(im.height*MAX_W/im.width)), Image.LANCZOS)
+    k = min(1, MAX_W/im.width, (MAX_AREA/(im.width*im.height))**0.5)
+    if k<1: im = im.resize((round(im.width*k), round(im.height*k)), Image.LANCZOS)
     buf = io.BytesIO()
     im.quantize(256, method=Image.Quantize.FASTOCTREE).save(buf, 'PNG', optimize=True)
     return buf.getvalue() if len(buf.getvalue())<len(b) else b
