@@ -20,7 +20,7 @@ ENTRIES = {'GradCAM': ('methods.html', 'gradcam'), 'Learner.gradcam': ('learner.
            'Learner.show_gradcam': ('show.html', 'learner.show_gradcam'),
            'CAMInterpretation.plot_top_losses': ('interpret.html', 'caminterpretation.plot_top_losses'),
            'Learner.get_cams': ('callback.html', 'learner.get_cams')}
-MAIN = ['index.html', 'tutorial.html', 'learner.html', 'show.html', 'interpret.html', 'methods.html']
+MAIN = ['index.html', 'tutorial.html', 'core.html', 'learner.html', 'show.html', 'interpret.html', 'methods.html']
 
 def _page_of(nb):
     "The page nbdev names notebook `nb` (its `output-file`, or the name less its number)"
