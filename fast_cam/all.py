@@ -8,19 +8,26 @@ Docs: https://fast-cam.github.io/fast_cam/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #078a926b
-import fast_cam.core as _core, fast_cam.capture as _capture, fast_cam.methods as _methods, fast_cam.guided as _guided, fast_cam.scorecam as _scorecam
-import fast_cam.learner as _learner, fast_cam.show as _show, fast_cam.interpret as _interpret, fast_cam.data as _data
-import fast_cam.callback as _callback, fast_cam.metrics as _metrics
+import importlib
+# every module, in the order the data flows through them
+_mods = [importlib.import_module(f'fast_cam.{m}') for m in
+         ['core', 'inputs', 'targets', 'capture', 'layers', 'methods', 'scorecam', 'guided', 'learner', 'show', 'interpret', 'callback', 'gather', 'metrics', 'sanity', 'evaluate', 'data']]
 from .core import *
+from .inputs import *
+from .targets import *
 from .capture import *
+from .layers import *
 from .methods import *
-from .guided import *
 from .scorecam import *
+from .guided import *
 from .learner import *
 from .show import *
 from .interpret import *
-from .data import *
 from .callback import *
+from .gather import *
 from .metrics import *
+from .sanity import *
+from .evaluate import *
+from .data import *
 
-__all__ = [n for mod in (_core,_capture,_methods,_guided,_scorecam,_learner,_show,_interpret,_data,_callback,_metrics) for n in mod.__all__]
+__all__ = [n for mod in _mods for n in mod.__all__]

@@ -1,4 +1,4 @@
-"""`CAMCallback` records where the model looks on fixed images after every epoch; `learn.get_cams` computes the maps of a whole DataLoader inside fastai's inference loop.
+"""`CAMCallback`: the maps of a few fixed images after every epoch, as a history to show, animate or save.
 
 Docs: https://fast-cam.github.io/fast_cam/callback.html.md"""
 
@@ -7,17 +7,15 @@ Docs: https://fast-cam.github.io/fast_cam/callback.html.md"""
 # %% ../nbs/07_callback.ipynb #78d35a6d
 from __future__ import annotations
 from .core import *
-from fastai.vision.all import *
-from matplotlib.figure import Figure
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from .inputs import *
+from .targets import *
 from .methods import get_method
 from .learner import explain, to_preds
-import csv, atexit, contextlib, torch.distributed as dist
-from .show import show_heatmap, show_guided, decode_batch
-
+from .show import show_map, offscreen_fig, decode_batch
+from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['keep_rng', 'CAMHistory', 'CAMCallback', 'atomic_write', 'GatherCAMsCallback', 'distrib_info', 'shard_dl']
+__all__ = ['keep_rng', 'CAMHistory', 'CAMCallback']
 
 # %% ../nbs/07_callback.ipynb #7b6d4ab6
 @contextmanager
@@ -50,11 +48,6 @@ def _small(imgs):
     return imgs.to(torch.uint8) if not imgs.is_floating_point() and imgs.min()>=0 and imgs.max()<=255 else imgs
 
 # %% ../nbs/07_callback.ipynb #579da426
-def _fig(nrows, ncols, figsize):
-    "A figure outside pyplot (nothing is displayed, nothing is left open) and its axes"
-    fig = Figure(figsize=figsize); FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False).flatten()
-
 def _rgb(fig, dpi):
     fig.set_dpi(dpi); fig.canvas.draw()
     return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[...,:3].copy())
@@ -78,7 +71,6 @@ class CAMHistory:
     def preds(self): "Predicted classes `[epochs, items]`"; return None if not self.records else self.probs.argmax(-1)
     @property
     def targets(self): "The classes the maps explain `[epochs, items]`"; return self._stack('targets')
-    def _label(self, c): return str(self.vocab[c]) if self.vocab is not None and 0<=c<len(self.vocab) else str(c)
     def _ep(self, e): return 'start' if e<0 else f'epoch {e}'
     @property
     def guided(self): return get_method(self.method).guided
@@ -100,9 +92,8 @@ class CAMHistory:
         for i,ax in enumerate(axs):
             t,p = int(r['targets'][i]),r['probs'][i]
             c = t if t>=0 else int(p.argmax())
-            ttl = f"{self._label(c)} {float(p[c]):.2f}"
-            if self.guided: show_guided(r['maps'][i], ax=ax, title=ttl)
-            else: show_heatmap(self.imgs[i], r['maps'][i], ax=ax, alpha=alpha, cmap=cmap, vmax=vmax[i], title=ttl, **kwargs)
+            ttl = f"{class_label(self.vocab, c)} {float(p[c]):.2f}"
+            show_map(self.imgs[i], r['maps'][i], self.guided, ax=ax, title=ttl, alpha=alpha, cmap=cmap, vmax=vmax[i], **kwargs)
             ax.title.set_fontsize(8)
             if self.targs is not None and self.targs.ndim==1: ax.title.set_color('green' if int(p.argmax())==int(self.targs[i]) else 'red')
 
@@ -130,7 +121,7 @@ class CAMHistory:
     def save_strip(self, fn, epochs=None, shared=True, alpha=0.6, cmap='magma', figsize=None, dpi=100, **kwargs):
         "Save the grid of `show` as one PNG image `fn`"
         rs,n = self._select(epochs),len(self.imgs)
-        fig,axs = _fig(len(rs), n, ifnone(figsize, (1.4*n, 1.5*len(rs))))
+        fig,axs = offscreen_fig(len(rs), n, ifnone(figsize, (1.4*n, 1.5*len(rs))))
         self._grid(axs, rs, shared, alpha, cmap, **kwargs)
         fn = Path(fn)
         fig.savefig(fn, dpi=dpi, bbox_inches='tight', format='png')
@@ -141,7 +132,7 @@ class CAMHistory:
         rs,n = self._select(epochs),len(self.imgs)
         vm,frames = self._vmax(rs, shared),[]
         for r in rs:
-            fig,axs = _fig(1, n, ifnone(figsize, (1.7*n, 2.1)))
+            fig,axs = offscreen_fig(1, n, ifnone(figsize, (1.7*n, 2.1)))
             self._row(axs, r, vm, alpha, cmap, **kwargs)
             fig.suptitle(self._ep(r['epoch']), fontsize=10)
             frames.append(_rgb(fig, dpi))
@@ -203,15 +194,14 @@ class CAMCallback(Callback):
     def _record(self, epoch):
         t = self.target
         if is_label(t):
-            if self.history.targs is None: raise TargetError("target='label' explains each item's actual class, but the fixed items have no labels: "
-                                            "pass items in the data set's form (as in `dls.valid.items`), or use `target=None`.")
+            if self.history.targs is None: raise no_labels(t, 'the fixed items have', "pass items in the data set's form (as in `dls.valid.items`)")
             t = Labels(self.history.targs)  # multi-label: each item's positive label the model scores highest (see `resolve_target`)
         # `explain` runs in eval mode (no BatchNorm update), takes no gradient of a parameter, and restores every flag
         with keep_rng(): maps,probs = explain(self.learn, self.xs, self.method, t, self.layer, with_preds=True, **self.kwargs)
         probs = probs.float().cpu()
-        custom = is_custom(t)
         rg = self.kwargs.get('region')
-        tg = torch.full((len(probs),), -1) if custom else resolve_target(t if rg is None else SegTarget(t, rg), probs, self.history.vocab).cpu()
+        tg = explained_classes(t if rg is None else SegTarget(t, rg), probs, self.history.vocab)
+        tg = torch.full((len(probs),), -1) if tg is None else tg.cpu()  # -1: a callable target explains no single class
         if probs.ndim==4: probs = probs.flatten(2).mean(2)  # segmentation: each class's share of the image, so `probs` stays [items, classes]
         self.history.add(epoch, maps.float().cpu(), probs, tg)
 
@@ -229,256 +219,6 @@ class CAMCallback(Callback):
         return self._hist().save_strip(fn, epochs, **kwargs)
 
 
-# %% ../nbs/07_callback.ipynb #ef0a093f
-def _size(size):
-    if size is None or size=='input': return size
-    if isinstance(size, int) and not isinstance(size, bool) and size>0: return (size,size)
-    if isinstance(size, (tuple,list)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size): return tuple(size)
-    raise CAMError(f"`size` must be None (feature resolution), 'input', an int or (H, W); got {size!r}.")
-
-def _tmp(p): return p.with_name(f'.{p.name}.tmp')
-
-def atomic_write(p, write):
-    "Write the file `p` by `write(tmp)` into a temporary file beside it, then `os.replace`: a killed run leaves the old file or none, never half of one"
-    p = Path(p); tmp = _tmp(p)
-    try: write(tmp); os.replace(tmp, p)
-    except BaseException: tmp.unlink(missing_ok=True); raise
-
-def _save_npy(p, a):
-    def _w(t):
-        with open(t, 'wb') as f: np.save(f, a)  # a file object, so `np.save` adds no '.npy' to the temporary name
-    atomic_write(p, _w)
-
-def _save_csv(p, rows):
-    def _w(t):
-        with open(t, 'w', newline='') as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0])); w.writeheader(); w.writerows(rows)
-    atomic_write(p, _w)
-
-def _item_name(items, i):
-    "The item `i` of a DataLoader's `items` and the stem of its files: `{i:05d}`, or `{i:05d}_{stem}` for a file"
-    it = (items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else i
-    return it, f'{i:05d}_{it.stem}' if isinstance(it, Path) else f'{i:05d}'  # files keep their name, after the index that makes it unique
-
-_MISSING = object()
-
-class GatherCAMsCallback(Callback):
-    "Compute each batch's maps in the forward of a `get_preds` run (one forward per batch); gather them on the CPU and/or write them to `out`"
-    order,run_train,name = 90,False,'gather_cams'  # last before the forward: the batch as every other callback left it
-    def __init__(self, method='gradcam', target=None, layer=None, size=None, out=None, overlays=False, keep=True, n=None,
-                 alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, part='manifest.part0', **kwargs):
-        store_attr('method,target,layer,overlays,keep,n,alpha,cmap,figsize,dpi,part,kwargs')
-        self.size,self.out = _size(size),None if out is None else Path(out)
-        self.m,self.maps,self.idxs,self.nrows = None,[],None,0
-
-    def before_validate(self):
-        self.maps,self.pos,self.nrows,self.nb = [],0,0,0
-        # the order the batches come in: `get_preds` puts the items back in data set order with these indices
-        self.idxs = list(self.dl.get_idxs()) if hasattr(self.dl, 'get_idxs') else None
-        t,n = self.target,ifnone(self.n, self.dl.n)
-        if isinstance(t, (list,tuple,np.ndarray,Tensor)) and len(t)!=n:
-            raise TargetError(f"Got {len(t)} targets for a DataLoader of {n} items: pass one target per item, or a single class.")
-        if self.out is not None: self.out.mkdir(parents=True, exist_ok=True)
-
-    def _target(self, ii):
-        t = self.target
-        if is_label(t):
-            if not len(self.yb): raise TargetError("target='label' explains each item's actual class, but this DataLoader has no labels: "
-                                                   "use `dls.test_dl(items, with_labels=True)`, or `target=None` for the predicted class.")
-            return Labels(self.yb[0])  # class indices, or multi-hot rows (see `resolve_target`)
-        if isinstance(t, Tensor): return t[tensor(ii)]
-        if isinstance(t, (list,tuple,np.ndarray)): return [t[i] for i in ii]
-        return t
-
-    def before_batch(self):
-        xb = self.xb[0].as_subclass(Tensor)
-        n = len(xb)
-        ii = self.idxs[self.pos:self.pos+n] if self.idxs is not None else list(range(self.pos, self.pos+n))
-        t = self._target(ii)
-        # maps in float32 even under `MixedPrecision`, as `learn.heatmap` gives them
-        with torch.autocast(xb.device.type, enabled=False):
-            maps,out = explain(self.learn, xb, self.method, t, self.layer, with_preds='raw', **self.kwargs)
-        if self.size is not None: maps = upsample(maps, xb.shape[-2:] if self.size=='input' else self.size)
-        maps = maps.cpu()
-        if self.keep: self.maps.append(maps)
-        if self.out is not None: self._save(xb, ii, maps, to_preds(self.learn, out).float().cpu(), t)
-        self.pos += n
-        # the method's forward is the batch's forward: fastai's own call of the model returns its output
-        self.m = m = self.learn.model
-        self.old = m.__dict__.get('forward', _MISSING)
-        m.forward = lambda *args, **kwargs: out
-
-    def _restore(self):
-        m,old = getattr(self, 'm', None),getattr(self, 'old', _MISSING)
-        if m is None: return
-        if old is _MISSING: m.__dict__.pop('forward', None)
-        else: m.forward = old
-        self.m = None
-    def after_pred(self): self._restore()
-    def after_cancel_batch(self): self._restore()
-
-    def _save(self, xb, ii, maps, probs, t):
-        "Each map (and overlay) to its own file, then the batch's manifest rows to one part file, all written atomically"
-        vocab,items = get_vocab(self.learn),getattr(self.dl, 'items', None)
-        lbl = lambda c: str(vocab[c]) if vocab is not None and 0<=c<len(vocab) else str(c)
-        ys = self.yb[0].as_subclass(Tensor).cpu() if len(self.yb) else None
-        custom = is_custom(t) or is_all(t)
-        tg = None if custom else resolve_target(t, probs, vocab).cpu()
-        imgs = decode_batch(self.learn, xb) if self.overlays else None
-        guided = get_method(self.method).guided
-        rows = []
-        for j,i in enumerate(ii):
-            p = int(probs[j].argmax())
-            it,nm = _item_name(items, i)
-            row = dict(idx=i, item=str(it),
-                       actual='' if ys is None else lbl(int(ys[j])) if ys.ndim==1 else ';'.join(lbl(int(c)) for c in ys[j].nonzero()[:,0]), predicted=lbl(p), probability=float(probs[j,p]),
-                       explained='' if tg is None else lbl(int(tg[j])), map=f'{nm}.npy', overlay=f'{nm}.png' if self.overlays else '')
-            _save_npy(self.out/row['map'], maps[j].numpy())
-            if self.overlays:
-                fig,axs = _fig(1, 1, self.figsize)
-                c = p if tg is None else int(tg[j])
-                ttl = f"{lbl(c)} / {float(probs[j,c]):.2f}"
-                if guided: show_guided(maps[j], ax=axs[0], title=ttl)
-                else: show_heatmap(imgs[j], maps[j], ax=axs[0], alpha=self.alpha, cmap=self.cmap, title=ttl)
-                atomic_write(self.out/row['overlay'], lambda f: fig.savefig(f, dpi=self.dpi, bbox_inches='tight', format='png'))
-            rows.append(row)
-        # the rows come last: an item has a manifest row only once its files are whole, which is what `resume` trusts
-        _save_csv(self.out/f'{self.part}.{self.nb:05d}.csv', rows)
-        self.nb,self.nrows = self.nb+1,self.nrows+len(rows)
-
-    def after_validate(self): self._restore()
-
-# %% ../nbs/07_callback.ipynb #80e6891e
-class _Idxs:
-    "A DataLoader's `get_idxs` that returns fixed indices"
-    def __init__(self, idxs): self.idxs = idxs
-    def __call__(self, *args, **kwargs): return self.idxs
-
-def _local(b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)
-
-def distrib_info(device=None):
-    "`(rank, world_size)` of a `torchrun` or `accelerate launch` job, starting the default process group if the script has not; `(0, 1)` in one process"
-    ws = int(os.environ.get('WORLD_SIZE', 1))
-    if ws<=1 or not dist.is_available(): return 0,1
-    if not dist.is_initialized():
-        dist.init_process_group('nccl' if device is not None and torch.device(device).type=='cuda' else 'gloo')
-        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
-    return dist.get_rank(),dist.get_world_size()
-
-def shard_dl(dl, rank, world, idxs=None):
-    "The part of `dl` (or of its items `idxs`) that process `rank` of `world` explains: a contiguous block in data set order, so each item is in exactly one"
-    idxs = list(range(dl.n)) if idxs is None else list(idxs)
-    lo,hi = rank*len(idxs)//world,(rank+1)*len(idxs)//world
-    sub = dl.new(get_idxs=_Idxs(idxs[lo:hi]), n=hi-lo, shuffle=False, drop_last=False)
-    sub.to_detach = _local  # fastai would all-gather every batch across the processes: the results are merged once, at the end
-    return sub
-
-def _cat(xs):
-    xs = [o for o in xs if o is not None]
-    if not xs: return None
-    if isinstance(xs[0], Tensor): return torch.cat(xs)
-    return type(xs[0])(_cat(list(o)) for o in zip(*xs))
-
-_cols = ['idx','item','actual','predicted','probability','explained','map','overlay']
-
-def _read_csv(f):
-    with open(f, newline='') as fh: return list(csv.DictReader(fh))  # plain `csv`: one small part per batch, so thousands of files
-
-def _rows(out, base):
-    "The manifest rows in `out`, as text, from `manifest.csv` (when `base`) and the part files after it: the newest row of each item"
-    fs = ([out/'manifest.csv'] if base else []) + sorted(out.glob('manifest.part*.csv'))
-    df = pd.DataFrame([r for f in fs if f.exists() for r in _read_csv(f)]).reindex(columns=_cols).fillna('').astype(str)
-    df = df[df.idx.str.fullmatch(r'\d+')]  # the rows `fast_cam explain` adds for unreadable files have no idx
-    return df.drop_duplicates('idx', keep='last')
-
-def _loads(p):
-    "The `.npy` file `p` is whole: its header reads and its data is all there (memory-mapped, so nothing is read)"
-    try: np.load(p, mmap_mode='r'); return True
-    except Exception: return False
-
-def _done(out, dl, overlays):
-    "The rows of an earlier run into `out` that `resume` keeps: the same item at the same index, its map whole (and its overlay there)"
-    items,keep = getattr(dl, 'items', None),[]
-    for r in _rows(out, base=True).itertuples(index=False):
-        i = int(r.idx)
-        if i>=dl.n: continue
-        it,nm = _item_name(items, i)
-        if r.map!=f'{nm}.npy' or (isinstance(it, (str,Path,int,np.integer)) and r.item!=str(it)): continue  # another item there now
-        if overlays and not (r.overlay and (out/r.overlay).exists()): continue
-        if _loads(out/r.map): keep.append(r._asdict())
-    return pd.DataFrame(keep, columns=_cols)
-
-def _start(out, dl, resume, overlays):
-    "Before any map is computed: clear what a killed run left half-done; with `resume`, fold the finished items into `manifest.csv`"
-    for p in out.glob('.*.tmp'): p.unlink(missing_ok=True)  # temporary files of a run killed mid-write: never read as maps
-    if resume:
-        df = _done(out, dl, overlays)
-        atomic_write(out/'manifest.csv', lambda f: df.to_csv(f, index=False))
-    for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)  # without `resume`, an earlier run's rows are not this run's
-
-def _merge_manifest(out, resume):
-    "One `manifest.csv` in data set order: the processes' parts, after the kept rows of `manifest.csv` when resuming"
-    df = _rows(out, base=resume)
-    df = df.iloc[np.argsort(df.idx.astype(int).values, kind='stable')]
-    atomic_write(out/'manifest.csv', lambda f: df.to_csv(f, index=False))
-    for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)
-
-@patch
-def get_cams(self:Learner,
-             dl=None, # A DataLoader; None: the validation set (`ds_idx=1`)
-             method='gradcam', # Any name in `fast_cam.methods`
-             target=None, # None (predicted class), 'label' (actual class), an int or vocab label, one per item, or a callable
-             layer=None, # None (automatic), an index path, a dotted name or a module
-             size=None, # None: feature resolution; 'input', an int or (H, W): upsampled batch by batch
-             with_preds=True, # Also return predictions and targets, as `get_preds` does; False with `out`: stream the maps to disk
-             out=None, # A folder for the maps (`{idx:05d}.npy`, or `{idx:05d}_{stem}.npy` for files), `manifest.csv` and the overlays
-             overlays=False, # Also draw a PNG overlay per map in `out` (slow on large sets)
-             resume=False, # With `out` and `with_preds=False`: keep the items an interrupted run finished in `out`, compute the rest
-             ds_idx=1, # The DataLoader of `dls` to use when `dl` is None
-             **kwargs # Options of the method (as in `explain`), and `alpha`, `cmap`, `figsize`, `dpi` of the overlays
-            ):
-    "Maps for a whole DataLoader, one forward per batch, in data set order, on the CPU; with `with_preds`, `(maps, preds, targs)` as from `get_preds`"
-    get_method(method); _size(size)
-    if overlays and out is None: raise CAMError("`overlays=True` draws the overlays into a folder: pass `out=` as well.")
-    if overlays and is_all(target): raise CAMError("Overlays need one map per item: target='all' gives one per class.")
-    if resume and (out is None or with_preds):
-        raise CAMError("`resume=True` continues a run streamed to a folder, and returns its manifest: pass `out=` and `with_preds=False`.")
-    ov = {k:kwargs.pop(k) for k in ('alpha','cmap','figsize','dpi') if k in kwargs}
-    if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
-    if type(dl).__name__=='DistributedDL': dl = dl.dl  # inside `learn.distrib_ctx()`: shared between the processes below, not twice
-    if getattr(dl, 'n', None) is None: raise CAMError("get_cams needs a DataLoader with a length (a fastai `DataLoader` over a data set).")
-    rank,world = distrib_info(getattr(dl, 'device', None))
-    n,stream,todo = dl.n,out is not None and not with_preds,None
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        if rank==0: _start(out, dl, resume, overlays)
-        if world>1: dist.barrier()
-        if resume:  # every process reads the same finished items, so they share out the same missing ones
-            done = set(pd.read_csv(out/'manifest.csv', usecols=['idx']).idx.tolist())
-            todo = [i for i in range(n) if i not in done]
-    if world>1: dl = shard_dl(dl, rank, world, todo)
-    elif todo is not None and len(todo)<n: dl = dl.new(get_idxs=_Idxs(todo), n=len(todo), shuffle=False, drop_last=False)
-    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, keep=not stream, n=n, part=f'manifest.part{rank}', **ov, **kwargs)
-    kw = dict(with_preds=False, with_targs=False) if stream else {}  # streaming keeps nothing per item in memory
-    preds = targs = None
-    # `learn.distrib_ctx()` would wrap the model and re-shard the DataLoader inside `get_preds`: the items are shared out above
-    dtc = [c for c in self.cbs if type(c).__name__=='DistributedTrainer']
-    try:
-        with ModelState(self.model), self.removed_cbs(dtc), self.no_bar() if rank else contextlib.nullcontext():  # `get_preds` would leave the model in eval mode
-            if dl.n: preds,targs = self.get_preds(dl=dl, cbs=cb, reorder=world==1 and n==dl.n, **kw)
-    finally: cb.after_validate()
-    maps = torch.cat(cb.maps) if cb.maps else None
-    if world==1 and maps is not None and cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]  # the order `get_preds` returns
-    if world>1 and not stream:  # every process gets the whole result, in data set order
-        parts = [None]*world
-        dist.all_gather_object(parts, (maps, preds, targs))
-        maps,preds,targs = [_cat([p[k] for p in parts]) for k in range(3)]
-    nrows = [cb.nrows]*world
-    if out is not None:
-        if world>1: dist.barrier(); dist.all_gather_object(nrows, cb.nrows)
-        if rank==0: _merge_manifest(out, resume)
-        if world>1: dist.barrier()
-    if not stream: return (maps, preds, targs) if with_preds else maps
-    man = pd.read_csv(out/'manifest.csv', keep_default_na=False)
-    man.attrs.update(computed=sum(nrows), kept=n-len(todo) if todo is not None else 0)  # how many maps this call computed, and kept from `out`
-    return man
+# %% ../nbs/07_callback.ipynb #4bc9a4e1
+# names that moved to their own modules still import from here (see `moved_names`)
+__getattr__ = moved_names(__name__, {**dict.fromkeys('atomic_write GatherCAMsCallback distrib_info shard_dl'.split(), 'gather')})

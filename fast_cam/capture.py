@@ -7,6 +7,7 @@ Docs: https://fast-cam.github.io/fast_cam/capture.html.md"""
 # %% ../nbs/01_capture.ipynb #e614b037
 from __future__ import annotations
 from .core import *
+from .targets import *
 from fastai.vision.all import *
 
 # %% auto #0

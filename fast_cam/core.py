@@ -1,4 +1,4 @@
-"""Layers, inputs, targets and errors: everything fast_cam needs before it runs the model.
+"""Errors, models and their state, and map helpers: what every other module of fast_cam builds on.
 
 Docs: https://fast-cam.github.io/fast_cam/core.html.md"""
 
@@ -6,20 +6,16 @@ Docs: https://fast-cam.github.io/fast_cam/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #9bb70749
 from __future__ import annotations
-import difflib, weakref, warnings
+import difflib, warnings
 # fastai's import calls `torch.jit.script`, which torch 2.14 reports as deprecated on every import
 warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
 from fastai.vision.all import *
-from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['MIN_SIDE', 'CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'CAMTypeError',
-           'ModelError', 'run_model', 'as_model', 'is_body_head', 'get_module', 'module_name', 'arch_summary',
-           'model_device', 'takes_channels', 'image_type', 'to_batch', 'get_vocab', 'is_all', 'is_label', 'is_custom',
-           'multi_label', 'Labels', 'labels_target', 'resolve_target', 'target_scores', 'region_masks', 'SegTarget',
-           'ModelState', 'first_tensor', 'layer_candidates', 'probe_input', 'dry_run', 'token_hw', 'map_layout',
-           'map_side', 'token_net', 'token_grid', 'grid_like', 'token_layer', 'unet_layer', 'cam_layer',
-           'resolve_layer', 'min_max_scale', 'upsample']
+__all__ = ['CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'CAMTypeError', 'ModelError',
+           'run_model', 'as_model', 'is_body_head', 'get_module', 'module_name', 'model_device', 'ModelState',
+           'first_tensor', 'probe_input', 'dry_run', 'bar_if', 'batched_forward', 'batch_outputs', 'min_max_scale',
+           'as_hw', 'upsample', 'moved_names']
 
 # %% ../nbs/00_core.ipynb #e3c970d7
 class CAMError(ValueError):
@@ -87,358 +83,11 @@ def module_name(m, mod):
     "The dotted name of `mod` inside `m`"
     return next((n for n,o in as_model(m).named_modules() if o is mod), '?') or '(the whole model)'
 
-# %% ../nbs/00_core.ipynb #8eeb74b3
-def _index_path(m, mod):
-    "The index path of `mod` inside `m`, or `None`"
-    for i,c in enumerate(m.children()):
-        if c is mod: return [i]
-        p = _index_path(c, mod)
-        if p is not None: return [i]+p
-    return None
-
-def arch_summary(learn_or_model, verbose=False, depth=None):
-    "Print the indexed module tree of `learn_or_model` (all levels and module details if `verbose`)"
-    m = as_model(learn_or_model)
-    depth = ifnone(depth, 99 if verbose else 2)
-    try: auto = cam_layer(learn_or_model, verbose=False)
-    except CAMError: auto = None
-    shown = []
-    def _walk(mod, path):
-        for i,c in enumerate(mod.children()):
-            p,kids = path+[i],len(list(c.children()))
-            desc = f"{kids} layers" if kids else (repr(c) if verbose else '')
-            mark = '  <- cam_layer' if c is auto else ''
-            if c is auto: shown.append(p)
-            print(f"{'  '*len(path)}{str(p):<{10+2*len(path)}} {type(c).__name__:<20}: {desc}{mark}".rstrip())
-            if kids and len(p)<depth: _walk(c, p)
-    _walk(m, [])
-    # a token model's default layer sits deep inside its blocks: say where, rather than leave it out
-    if auto is not None and not shown: print(f"cam_layer: {_index_path(m, auto)} {module_name(m, auto)!r} ({type(auto).__name__}), below the depth shown")
-
 # %% ../nbs/00_core.ipynb #68ab4961
 def model_device(m):
     "Device and floating dtype of `m`'s first parameter (CPU float32 if it has none)"
     p = next(as_model(m).parameters(), None)
     return (p.device, p.dtype if p.is_floating_point() else torch.float32) if p is not None else (torch.device('cpu'), torch.float32)
-
-# %% ../nbs/00_core.ipynb #36220d08
-def _in_channels(m):
-    "fastai's `in_channels`, or `None` for a model without a convolution"
-    try: return in_channels(as_model(m))
-    except Exception: return None
-
-_runs_on = weakref.WeakKeyDictionary()  # per model: (channels, size, modules) -> does one forward at that shape run
-
-def takes_channels(m, c, hw=(224,224), check=False):
-    "Does `m` take `c`-channel images? Its first convolution says so; when they disagree (a stem before it, as tresnet's space-to-depth), or with `check`, one forward at size `hw` (cached)"
-    m = as_model(m)
-    if not check and _in_channels(m) in (None, c): return True
-    key,res = (c, tuple(hw), sum(1 for _ in m.modules())),_runs_on.setdefault(m, {})
-    if key not in res:
-        try: dry_run(m, [], torch.zeros(1, c, *hw)); res[key] = True
-        except ModelError: res[key] = False
-    return res[key]
-
-
-# %% ../nbs/00_core.ipynb #e44f638b
-def image_type(dls):
-    "The `PILBase` class `dls` builds its inputs with, or `None` if its inputs are not images"
-    for ds in (getattr(dls,'valid_ds',None), getattr(dls,'train_ds',None)):
-        tfms = getattr(ds, 'tfms', None)
-        if not tfms: continue
-        for f in getattr(tfms[0], 'fs', []):
-            # the type transform is `PILImage.create` (or `PILImageBW.create`), wrapped by fasttransform's dispatch
-            fn = getattr(f, 'encodes', f)
-            cls = getattr(getattr(fn, '__wrapped__', fn), '__self__', None)
-            if isinstance(cls, type) and issubclass(cls, PILBase): return cls
-    return None
-
-# %% ../nbs/00_core.ipynb #7a8c84b4
-def _load(o, cls):
-    "Open `o` (path, PIL image or array) as a `cls` image in the mode the model expects"
-    if isinstance(o, (str,Path)):
-        p = Path(o)
-        if not p.exists(): raise MissingFileError(f"Image file not found: {str(p)!r}. Check the path (relative paths start from {str(Path.cwd())!r}).")
-        try: img = Image.open(p); img.load()
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise InputError(f"Cannot read {str(p)!r} as an image ({type(e).__name__}): the file is corrupt or not an image.") from None
-    elif isinstance(o, np.ndarray):
-        a = o
-        if a.ndim==3 and a.shape[-1]==1: a = a[...,0]
-        if a.ndim not in (2,3) or (a.ndim==3 and a.shape[-1] not in (3,4)):
-            raise InputError(f"A numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {o.shape}. Pass it in that layout "
-                             "(e.g. `a.transpose(1, 2, 0)` for CxHxW, `a[..., :3]` for extra channels).")
-        if a.dtype!=np.uint8:
-            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all(): raise InputError("A numpy image must hold finite numbers: check it for NaN or inf (`np.isfinite(a).all()`).")
-            a = (a*255 if a.max()<=1 else a).clip(0,255).astype(np.uint8)
-        img = Image.fromarray(a)
-    elif isinstance(o, Image.Image): img = o if o.mode!=cls._open_args.get('mode','RGB') else o.copy()  # fastai's `cls(img)` recasts its argument: never the user's
-    else: raise CAMTypeError(f"Cannot use a {type(o).__name__} as an image: pass a path, a PIL image, a numpy HWC array, a tensor batch or an (xb, yb) tuple.")
-    mode = cls._open_args.get('mode', 'RGB')
-    return cls(img if img.mode==mode else img.convert(mode))
-
-# %% ../nbs/00_core.ipynb #50068ff2
-def _check_batch(xb, m):
-    if xb.is_complex() or not xb.is_floating_point():
-        raise CAMTypeError(f"Got a {xb.dtype} tensor: fast_cam needs the normalised float batch the model sees. "
-                        "Pass image files or PIL images to go through `dls.test_dl`, or normalise first (e.g. `dls.test_dl(items).one_batch()`).")
-    if xb.ndim==3: xb = xb[None]
-    if xb.ndim!=4: raise InputError(f"A tensor input must be one image [c,H,W] or a batch [n,c,H,W]; got shape {tuple(xb.shape)}.")
-    if xb.shape[0]==0: raise InputError("The batch is empty: pass at least one image.")
-    c = _in_channels(m)
-    if not takes_channels(m, xb.shape[1], xb.shape[-2:]):
-        raise InputError(f"The model takes {c}-channel images but the input has {xb.shape[1]} channels (shape {tuple(xb.shape)}). "
-                         "Tensors must be in [n,c,H,W] order; image files are converted automatically.")
-    if not torch.isfinite(xb).all(): raise InputError("The input contains NaN or infinite values: check the images, or the normalisation that made the batch (a zero std gives inf).")
-    return xb
-
-
-# %% ../nbs/00_core.ipynb #04c2edb9
-def _test_batch(dls, items, dev):
-    "The batch `dls.test_dl` makes of `items`, with the validation transforms"
-    return torch.cat([b[0].as_subclass(Tensor).to(dev) for b in dls.test_dl(items, bs=min(len(items),64), num_workers=0)])
-
-def to_batch(learn_or_model, x):
-    "Turn `x` (path(s), PIL/numpy image(s), tensor, `(xb,yb)`, or items the Learner's data set reads) into a float batch `[n,c,H,W]` on the model's device"
-    m = as_model(learn_or_model)
-    dev,dt = model_device(m)
-    if isinstance(x, tuple) and len(x) and isinstance(x[0], Tensor): x = x[0]
-    if isinstance(x, (list,L)) and len(x) and all(isinstance(o, Tensor) for o in x):
-        shapes = {tuple(o.shape) for o in x}
-        if any(o.ndim!=3 for o in x) or len(shapes)>1:
-            raise InputError(f"A list of tensors must hold single images [c,H,W] of one size; got shapes {sorted(shapes)[:4]}. "
-                             "Pass image files or PIL images (`dls.test_dl` resizes them), or resize the tensors to one size.")
-        x = torch.stack(list(x))
-    if isinstance(x, Tensor): xb = _check_batch(x.detach().as_subclass(Tensor), m)
-    else:
-        if isinstance(x, pd.DataFrame): items = x  # its rows, as `dls.test_dl(df)` reads them
-        elif isinstance(x, np.ndarray) and x.ndim==1: items = x.tolist()  # indices: no image is 1-D
-        else: items = list(x) if isinstance(x, (list,tuple,L)) else [x]
-        if not len(items): raise InputError("Got an empty list: pass at least one image.")
-        what = 'DataFrame row' if isinstance(items, pd.DataFrame) else type(items[0]).__name__
-        dls = getattr(learn_or_model, 'dls', None)
-        if dls is None: raise InputError(f"A bare model cannot read {what} inputs: pass a normalised tensor batch, or use a Learner so its `dls.test_dl` prepares the images.")
-        if not isinstance(items, pd.DataFrame) and all(isinstance(o, (str,Path,Image.Image,np.ndarray)) for o in items):
-            cls = image_type(dls)
-            if cls is None: raise InputError("This Learner's DataLoaders do not build images, and fast_cam explains image models. "
-                                             "Use a vision Learner, or pass a normalised image tensor batch with a bare model.")
-            xb = _test_batch(dls, [_load(o, cls) for o in items], dev)
-        else:
-            # items in the data set's own form (an index, a DataFrame row...) go through `dls.test_dl` as they are, as in `learn.predict`
-            try: xb = _test_batch(dls, items, dev)
-            except Exception as e:
-                why = (str(e).splitlines() or [''])[0][:100]
-                raise InputError(f"`dls.test_dl` cannot make an image batch of {what} items ({type(e).__name__}: {why}). Pass image paths, PIL images, "
-                                 "numpy HWC arrays or a normalised tensor batch, or items of the kind the DataBlock's `get_x` reads (what `learn.predict` takes).") from e
-        xb = _check_batch(xb, m)
-    if xb.is_inference(): xb = xb.clone()
-    return xb.to(dev, dt)
-
-
-# %% ../nbs/00_core.ipynb #5230a4c9
-def get_vocab(learn_or_model):
-    "The class labels of a `Learner` (the codes of a `MaskBlock`), or `None`"
-    dls = getattr(learn_or_model,'dls',None)
-    v = getattr(dls,'vocab',None)
-    # `MaskBlock(codes)` keeps its codes in `AddMaskCodes`, not in `dls.vocab`
-    if v is None: v = next((f.vocab for f in getattr(getattr(dls,'after_item',None),'fs',[]) if isinstance(f, AddMaskCodes) and getattr(f,'vocab',None) is not None), None)
-    if v is not None and len(v) and isinstance(v[0], (list,L,tuple)): v = v[-1]
-    return None if v is None else list(v)
-
-
-# %% ../nbs/00_core.ipynb #2994cdf5
-def _class_idx(t, nc, vocab):
-    if isinstance(t, str):
-        if vocab is None: raise TargetError(f"Target {t!r} is a label, but there is no vocab: pass a class index, or use a Learner whose `dls.vocab` holds the labels.")
-        vs = [str(v) for v in vocab]
-        if t in vs: return vs.index(t)
-        hint = difflib.get_close_matches(t, vs, n=3, cutoff=0.4)
-        raise TargetError(f"Unknown label {t!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '')
-                          + f" The vocab has {len(vs)} labels: {', '.join(map(repr,vs[:10]))}{', ...' if len(vs)>10 else ''}. Pass one of them, or a class index.")
-    if isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_)):
-        if not -nc <= t < nc: raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}). Pass an index in that range or a vocab label.")
-        return int(t)%nc
-    raise CAMTypeError(f"A target must be None, an int, a vocab label, a list/tensor with one per item, 'all', 'label' or a callable; got {t!r}")
-
-def is_all(t):
-    "Is `t` the target `'all'` (every class)?"
-    return isinstance(t, str) and t=='all'
-
-def is_label(t):
-    "Is `t` the target `'label'` / `'actual'` (the items' own labels), raw or wrapped in `Labels`?"
-    return isinstance(t, Labels) or (isinstance(t, str) and t in ('label','actual'))
-
-def is_custom(t):
-    "Is `t` a callable target `f(output) -> scores[n]`?"
-    return callable(t) and not isinstance(t, (str,Tensor))
-
-def multi_label(learn):
-    "The decision threshold of a multi-label `Learner` (its loss function's `thresh`, as `BCEWithLogitsLossFlat`), else `None`"
-    return getattr(getattr(learn, 'loss_func', None), 'thresh', None)
-
-class Labels:
-    "The target `'label'` for a batch whose labels are `y`: class indices `[n]`, or multi-hot `[n, C]` for a multi-label model"
-    def __init__(self, y): self.y = y.as_subclass(Tensor).detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
-    @property
-    def multi(self): return self.y.ndim==2
-    def classes(self, out):
-        "One class per item: its label, or for multi-hot labels the positive label with the highest score in `out`"
-        y = self.y.to(out.device)
-        if len(y)!=len(out): raise TargetError(f"Got labels for {len(y)} items but {len(out)} images: pass the `(xb, yb)` batch the labels belong to.")
-        if not self.multi: return y.long()
-        if y.shape[1]!=out.shape[1]: raise TargetError(f"The multi-hot labels have {y.shape[1]} classes but the model {out.shape[1]}.")
-        pos = y>0.5
-        if not pos.any(1).all():
-            raise TargetError(f"target='label' explains each item's positive label, but items {pos.any(1).logical_not().nonzero()[:,0].tolist()} have none: "
-                              "pass a class (int or label), or target=None for the highest-scoring label.")
-        return torch.where(pos, out.detach().float(), -float('inf')).argmax(1)
-    def __repr__(self): return f"Labels({tuple(self.y.shape)})"
-
-def _seg_labels(target, out):
-    if is_label(target) and isinstance(out, Tensor) and out.ndim==4:
-        raise TargetError("target='label' is not supported for segmentation models: pass a class (int or code), one per item, or None.")
-
-def labels_target(target, y):
-    "`target`, with `'label'`/`'actual'` replaced by `Labels(y)`; a `TargetError` when there are no labels `y`"
-    if not (isinstance(target, str) and is_label(target)): return target
-    if y is None: raise TargetError(f"target={target!r} explains each item's actual label, but there are no labels: pass an `(xb, yb)` batch "
-                                    "(e.g. `dls.one_batch()`) or a labelled DataLoader, or pass the class to explain.")
-    return Labels(y)
-
-
-# %% ../nbs/00_core.ipynb #75b7de83
-def resolve_target(target, out, vocab=None, y=None):
-    "Class indices for `target` given the model's output `out`: `[n]` (long), or `[n, C]` for `'all'`; `y` are the labels `'label'` refers to"
-    _seg_labels(target, out)
-    target = labels_target(target, y)
-    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4): return SegTarget(target).classes(out, vocab)  # segmentation: see below
-    if not (isinstance(out, Tensor) and out.ndim==2):
-        what = type(out).__name__ if not isinstance(out, Tensor) else f"a tensor of shape {tuple(out.shape)}"
-        raise TargetError(f"The model returns {what}, not [n, classes] scores, so a class cannot be picked from it. "
-                          "Pass `target=f` with `f(output)` returning one score per item, e.g. `target=lambda o: o[0][:, 3]`.")
-    n,nc = out.shape
-    if is_all(target): return torch.arange(nc, device=out.device).expand(n, nc)
-    if isinstance(target, Labels): return target.classes(out)
-    if target is None: return out.argmax(1)  # multi-label too: the highest-scoring label
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex(): raise CAMTypeError(f"Target tensors must hold class indices (integers), got {target.dtype}; for multi-hot labels use target='label' with an `(xb, yb)` batch.")
-        target = target.tolist()
-    if isinstance(target, (list,tuple,L,np.ndarray)):
-        target = list(target)
-        if len(target)!=n: raise TargetError(f"Got {len(target)} targets for {n} images: pass one target per image, or a single class for all of them.")
-        return torch.tensor([_class_idx(t, nc, vocab) for t in target], device=out.device, dtype=torch.long)
-    return torch.full((n,), _class_idx(target, nc, vocab), device=out.device, dtype=torch.long)
-
-
-# %% ../nbs/00_core.ipynb #c1c36238
-def target_scores(target, out, vocab=None, y=None):
-    "The score of each item to explain, `[n]` float32 (`[n, C]` for `'all'`), and the class indices (`None` for a callable target)"
-    if is_custom(target):
-        s = target(out)
-        n = len(out) if isinstance(out, Tensor) else None
-        if not isinstance(s, Tensor) or s.ndim!=1 or (n is not None and len(s)!=n):
-            raise TargetError(f"A callable target must return one score per item, a 1-D tensor{f' of length {n}' if n else ''}; "
-                              f"got {type(s).__name__}{'' if not isinstance(s,Tensor) else ' of shape '+str(tuple(s.shape))}.")
-        return s.float(), None
-    _seg_labels(target, out)
-    target = labels_target(target, y)
-    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4): return SegTarget(target).scores(out, vocab)  # segmentation: see below
-    idx = resolve_target(target, out, vocab)
-    if is_all(target): return out.float(), idx
-    return out.float().gather(1, idx[:,None])[:,0], idx
-
-
-# %% ../nbs/00_core.ipynb #38c08d31
-def _as_tensor(o):
-    "`o` (tensor, array, number or nested list of them) as a CPU tensor"
-    if isinstance(o, Tensor): return o.detach().cpu()
-    if isinstance(o, (list,tuple,L)) and len(o) and isinstance(o[0], (Tensor,np.ndarray,list,tuple)):
-        try: return torch.stack([_as_tensor(x) for x in o])
-        except RuntimeError: raise TargetError("The items of `region` differ in shape: pass one bool mask [n,H,W], or boxes of 4 numbers.") from None
-    return torch.as_tensor(np.asarray(o))
-
-def _box_mask(b, hw):
-    "A box `(x0,y0,x1,y1)` in output pixels (x1, y1 excluded) as a bool mask `[H,W]`"
-    H,W = hw
-    x0,y0,x1,y1 = (round(float(o)) for o in b)
-    if not (0<=x0<x1<=W and 0<=y0<y1<=H):
-        raise TargetError(f"The box {tuple(b.tolist())} is empty or outside the {W}×{H} output: pass (x0, y0, x1, y1) with 0 <= x0 < x1 <= {W} and 0 <= y0 < y1 <= {H}.")
-    m = torch.zeros(H, W, dtype=torch.bool)
-    m[y0:y1, x0:x1] = True
-    return m
-
-def region_masks(region, # A bool mask `[H,W]` or `[n,H,W]`, a box `(x0,y0,x1,y1)`, or one box per item `[n,4]`
-                 n, # Number of items
-                 hw # The `(H,W)` of the model's output
-                ):
-    "`region` as bool masks `[n,H,W]`; a single mask or box is shared by all items"
-    r = _as_tensor(region)
-    if r.is_complex() or r.numel()==0: raise TargetError(f"`region` must be a bool mask [H,W] or [n,H,W], a box (x0, y0, x1, y1) or one box per item; got {region!r:.80}.")
-    if r.dtype!=torch.bool and r.ndim in (1,2) and r.shape[-1]==4 and tuple(r.shape)!=tuple(hw):
-        bs = r.reshape(-1,4)
-        if len(bs) not in (1,n): raise TargetError(f"Got {len(bs)} boxes for {n} images: pass one box per image, or one box for all.")
-        return torch.stack([_box_mask(b, hw) for b in bs]).expand(n, *hw)
-    if r.dtype!=torch.bool:
-        if not ((r==0)|(r==1)).all(): raise TargetError("A mask `region` must be bool (or 0/1), e.g. `mask==code`; it holds other values. A box is (x0, y0, x1, y1).")
-        r = r.bool()
-    if r.ndim==2: r = r[None]
-    if r.ndim!=3 or tuple(r.shape[-2:])!=tuple(hw) or len(r) not in (1,n):
-        raise TargetError(f"A mask `region` must be [H,W] or [n,H,W] at the model's output size {tuple(hw)}, with n={n}; got shape {tuple(r.shape)}.")
-    return r.expand(n, *hw)
-
-def _bg(vocab):
-    "Index of the background class: the label 'background' if the vocab has it, else 0"
-    vs = [str(v).lower() for v in vocab or []]
-    return vs.index('background') if 'background' in vs else 0
-
-class SegTarget:
-    "A target of a segmentation model (output `[n,C,H,W]`): class `target`'s logit summed over the pixels assigned to it, or over `region`"
-    def __init__(self, target=None, # None (the most frequent non-background predicted class), an int or vocab label, or one per item
-                 region=None # None (the class's predicted pixels), or a bool mask / box per item (see `region_masks`)
-                ):
-        if isinstance(target, SegTarget): target,region = target.target,ifnone(region, target.region)
-        if isinstance(target, str) and target in ('all','label','actual'):
-            raise TargetError(f"target={target!r} is not supported for segmentation models: pass a class (int or code), one per item, or None.")
-        if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("A callable target is a score of its own: pass it without `region=`.")
-        store_attr()
-
-    def _check(self, out):
-        if not (isinstance(out, Tensor) and out.ndim==4):
-            what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-            raise TargetError(f"`region=` is for segmentation models, whose output is [n, classes, H, W]; this model returns {what}. "
-                              "Drop `region=` (crop the image instead), or pass `target=f` with `f(output)` returning one score per item.")
-        return out
-
-    def _pixels(self, out):
-        "Each pixel's predicted class `[n,H,W]`: the argmax over classes; for a single-channel (binary) output 0 where `logit > 0`, else -1"
-        return torch.where(out[:,0]>0, 0, -1) if out.shape[1]==1 else out.argmax(1)
-
-    def classes(self, out, vocab=None):
-        "Class indices `[n]`; `None` picks each item's most frequent predicted class other than the background (inside `region`, if given)"
-        out = self._check(out).detach()
-        n,C,H,W = out.shape
-        pred = self._pixels(out)
-        if self.region is not None: pred = torch.where(region_masks(self.region, n, (H,W)).to(out.device), pred, -1)
-        cnt = torch.stack([(pred==c).flatten(1).sum(1) for c in range(C)], 1).float()  # pixels per class [n,C]
-        if self.target is None and C>1:
-            bg = _bg(vocab)
-            cnt[:,bg] = torch.where(cnt.sum(1)>cnt[:,bg], -1., cnt[:,bg])  # the background only when nothing else is predicted
-        return resolve_target(self.target, cnt, vocab)  # None: the argmax of the counts
-
-    def scores(self, out, vocab=None):
-        "The score of each item `[n]` (float32) and its class `[n]`"
-        idx = self.classes(out, vocab)
-        n,C,H,W = out.shape
-        logit = out.float().gather(1, idx[:,None,None,None].expand(n,1,H,W))[:,0]
-        return (logit*self.masks(out, idx)).flatten(1).sum(1), idx  # pytorch-grad-cam's `SemanticSegmentationTarget`, item by item
-
-    def masks(self, out, idx):
-        "The pixels each item's score sums over, bool `[n,H,W]`: `region`, or those predicted as class `idx`"
-        n,C,H,W = self._check(out).shape
-        if self.region is not None: return region_masks(self.region, n, (H,W)).to(out.device)
-        return self._pixels(out.detach())==idx[:,None,None]
-    def __repr__(self): return f"SegTarget({self.target!r}, region={'None' if self.region is None else '...'})"
-
 
 # %% ../nbs/00_core.ipynb #9eef024c
 class ModelState:
@@ -455,48 +104,15 @@ class ModelState:
         for o in self.modes: o.training = True
 
 
-# %% ../nbs/00_core.ipynb #66c8f163
-def _is_spatial(o): return isinstance(o, Tensor) and o.ndim==4 and o.shape[2]*o.shape[3]>1
-
-_layer_cache = weakref.WeakKeyDictionary()
-MIN_SIDE = 7  # the smallest map side the automatic layer accepts: see the rule above
-
-def _dry_input(learn_or_model):
-    "One input of the size the model is used at"
-    m = as_model(learn_or_model)
-    dls = getattr(learn_or_model, 'dls', None)
-    why = "a bare model carries no input size"
-    if dls is not None:
-        try: return to_batch(m, dls.one_batch()[0][:1])
-        except Exception as e: why = f"`dls.one_batch()` failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
-    c = next((k for k in (_in_channels(m), 3, 1) if k and takes_channels(m, k, check=True)), 3)  # tresnet's first conv takes 48: its input has 3
-    # the automatic layer depends on the input size: say so rather than pick it for a size the model may never see
-    warnings.warn(f"fast_cam: {why}, so the automatic layer is chosen for a 1×{c}×224×224 input. Pass a batch of the real size "
-                  "(`cam_layer(model, xb)`), or call the method with your input, which picks the layer at its size.")
-    dev,dt = model_device(m)
-    return torch.zeros(1, c, 224, 224, device=dev, dtype=dt)
-
+# %% ../nbs/00_core.ipynb #707ebeaa
 def first_tensor(o, n=None):
     "`o` if it is a tensor, else the first tensor of a tuple or list output with `n` items (selecsls blocks pass lists on, TNT's pixel tokens come first), else `None`"
     if isinstance(o, Tensor): return o
     if isinstance(o, (tuple,list)): return next((t for t in o if isinstance(t, Tensor) and (n is None or (t.ndim and len(t)==n))), None)
     return None
 
-def _not_a_map(s): return s is None or len(s)<3  # never ran as a whole (a `ModuleList`), or pooled
 
-def layer_candidates(body, outs=None):
-    "Modules of `body` whose output is the whole state of the network at that point: its children, and those of every `nn.Sequential` or `nn.ModuleList`, lone child, or (given the dry-run shapes `outs`) module whose output is not a map"
-    res = []
-    def _walk(o):
-        kids = list(o.children())
-        for c in kids:
-            res.append(c)
-            # a lone child inside a `Sequential` is a block (ghostnet's one-block stages): its parts are not stages
-            lone = len(kids)==1 and (o is body or not isinstance(o, nn.Sequential))
-            if isinstance(c, (nn.Sequential,nn.ModuleList)) or lone or (outs is not None and _not_a_map(outs.get(c, (None,))[0])): _walk(c)
-    _walk(body)
-    return res
-
+# %% ../nbs/00_core.ipynb #71d784ea
 @contextmanager
 def probe_input(m, xb):
     "A random input of one item of `xb`'s shape, on `m`'s device and dtype; the user's random state is restored afterwards"
@@ -517,161 +133,51 @@ def dry_run(m, mods, xb):
     return [ifnone(o, (None,None)) for o in hs.stored]
 
 
-# %% ../nbs/00_core.ipynb #0df9e673
-def _on_input(h, w, hw=None):
-    "Can an `h`×`w` map be an input of size `hw` strided the same way both ways (rounded up or down)? A square map if `hw` is None"
-    if hw is None: return h==w
-    H,W = hw
-    up = max(H/h, W/w) < min(H/(h-1) if h>1 else math.inf, W/(w-1) if w>1 else math.inf)
-    down = max(H/(h+1), W/(w+1)) < min(H/h, W/w)
-    return up or down
+# %% ../nbs/00_core.ipynb #8afb1e4f
+def bar_if(it, show=True, **kwargs):
+    "`it` behind fastai's progress bar (which disappears when done) if `show`"
+    return progress_bar(it, leave=False, **kwargs) if show else it
 
-def token_hw(n_tokens, hw=None, extras=(0,1,2)):
-    "`(e,h,w)`: `n_tokens` read as `e` extra (class) tokens first and an `h`×`w` grid of an input of size `hw`; `None` if none fits"
-    return next(((e,h,(n_tokens-e)//h) for e in extras for h in range(2, n_tokens-e)
-                 if (n_tokens-e)%h==0 and (n_tokens-e)//h>1 and _on_input(h, (n_tokens-e)//h, hw)), None)
+def batched_forward(m, make, n, bs=64, read=None, bar=False):
+    "`torch.cat` of `read(sl, out)` (default: `out` in float32) for the model's output on the inputs `make(sl)` of rows `sl`, `bs` of `n` at a time, in eval mode and without autograd"
+    read = ifnone(read, lambda sl,o: o.float())
+    with ModelState(m), torch.inference_mode():
+        return torch.cat([read(sl, run_model(m, make(sl))) for sl in (slice(s, min(s+bs, n)) for s in bar_if(range(0, n, bs), bar))])
 
-def map_layout(shape, hw=None):
-    "How an output of `shape` reads as a map of an input of size `hw`: `'nchw'`, `'nhwc'` (where `'nchw'` cannot be), `(e,h,w)` tokens, or `None`"
-    if shape is None: return None
-    if len(shape)==4:
-        _,c,h,w = shape
-        return 'nhwc' if not (h*w>1 and _on_input(h, w, hw)) and c*h>1 and _on_input(c, h, hw) else 'nchw'
-    return token_hw(shape[1], hw) if len(shape)==3 else None
-
-def map_side(shape, hw=None):
-    "The shorter side of the map an output of `shape` gives (see `map_layout`); 0 if it gives none"
-    lo = map_layout(shape, hw)
-    if lo is None: return 0
-    h,w = shape[2:] if lo=='nchw' else shape[1:3] if lo=='nhwc' else lo[1:]
-    return min(h,w) if h*w>1 else 0
-
-
-# %% ../nbs/00_core.ipynb #49c3c206
-def _patch_grads(m, xb, mods):
-    "For each of `mods` (token outputs with extra tokens first), does the output depend on its patch tokens? One capture of a random input"
-    from fast_cam.capture import capture  # the engine is built on this module: imported when first needed
-    with probe_input(m, xb) as x:
-        try: gs = capture(m, x, mods, target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads
-        except CAMError: return [True]*len(mods)  # an output that is not a tensor, or no gradient at all: nothing to tell
-    return [bool(g[:, token_hw(g.shape[1], xb.shape[-2:])[0]:].any()) for g in gs]
-
-def _tokens_on_grid(m, s, hw):
-    "Is an output of shape `s` in the token model `m` tokens, or a map on its patch grid (not nest's blocks of tokens)?"
-    g = token_grid(m, hw)
-    return s is not None and (len(s)==3 or (len(s)==4 and g is not None and (grid_like(s[1:3], g) or grid_like(s[2:], g))))
-
-def _pick_layer(m, xb, rule, min_side):
-    hw = tuple(xb.shape[-2:])
-    mods = [o for o in m.modules() if o is not m]
-    tok = token_layer(m)
-    try: outs = dict(zip(mods, dry_run(m, mods, xb)))  # every module's (output shape, order), in one dry run
-    except ModelError:
-        if tok is None: raise
-        return tok  # a ViT built for another size than the one guessed for a bare model: its `norm1` still
-    if tok is not None and _tokens_on_grid(m, outs[tok][0], hw): return tok
-    unet = unet_layer(m) if rule=='auto' else None  # measured: the last UnetBlock (see below)
-    if unet is not None: return unet
-    body = m[0] if is_body_head(m) else m
-    runs = sorted((outs[o][1],o,map_side(outs[o][0], hw)) for o in layer_candidates(body, outs) if outs[o][1] is not None)
-    runs = [(k,o,sd) for k,o,sd in runs if sd]
-    if not runs: raise LayerError(_no_map_msg.format(shape=tuple(xb.shape[1:])))
-    # after a class token's last attention only the class token reaches the output, as in a ViT: such stages give empty maps
-    cls = [o for k,o,sd in runs if isinstance(map_layout(outs[o][0], hw), tuple) and map_layout(outs[o][0], hw)[0]>0]
-    if cls:
-        dead = {o for o,ok in zip(cls, _patch_grads(m, xb, cls)) if not ok}
-        runs = [r for r in runs if r[1] not in dead] or runs
-    if rule=='last': return runs[-1][1]
-    # a map is only as fine as the coarsest one before it: a pooling that upsamples (vgg's 7×7 `avgpool` at 64 px) adds no detail
-    sides = np.minimum.accumulate([sd for k,o,sd in runs])
-    ok = [o for (k,o,s),sd in zip(runs, sides) if sd>=min_side]
-    # an input so small that no map reaches `min_side`: the last of the finest maps
-    return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
-
-_no_map_msg = ("No module of this model gives a spatial output (a map [n,c,h,w] or [n,h,w,c], or tokens on a grid) for inputs of shape "
-               "{shape}: CAM methods need a feature map. Pass `layer=` explicitly (see `arch_summary`), with `reshape=f` for a layout "
-               "fast_cam does not read: `f(acts)` returns the map [n,c,h,w], e.g. for tokens after 4 extra ones on a 14×14 grid "
-               "`reshape=lambda a: a[:,4:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
-
-
-# %% ../nbs/00_core.ipynb #3646a1a1
-def token_net(m):
-    "The timm transformer inside `m` (ViT, DeiT, BEiT, Swin...: the first module with a `patch_embed`), or `None`"
-    return next((o for o in as_model(m).modules() if isinstance(getattr(o, 'patch_embed', None), nn.Module)), None)
-
-def token_grid(m, hw=None):
-    "The patch grid `(h,w)` of the token model `m` for inputs of size `hw`; `None` if `m` has no timm `patch_embed`"
-    pe = getattr(token_net(m), 'patch_embed', None)
-    if pe is None: return None
-    # a ViT with `dynamic_img_size` lays its tokens on the grid of the input it gets, not on the one it was built for
-    if hw is not None and not getattr(pe, 'strict_img_size', True) and hasattr(pe, 'dynamic_feat_size'): return tuple(pe.dynamic_feat_size(tuple(hw)))
-    g = getattr(pe, 'grid_size', None)
-    return None if g is None else tuple(int(o) for o in g)
-
-def grid_like(hw, grid):
-    "Is `hw` the patch `grid` scaled by a power of two (a Swin stage, the CNN stem of a hybrid ViT)?"
-    return any(abs(hw[0]-grid[0]*2.**k)<1 and abs(hw[1]-grid[1]*2.**k)<1 for k in range(-5,5))
-
-def token_layer(m):
-    "The default layer of a timm token model: `norm1` of its last transformer block (`None` if `m` is not one)"
-    t = token_net(m)
-    if t is None: return None
-    # a transformer block is a module with `norm1` and `attn`; `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
-    blks = [o for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]
-    return blks[-1].norm1 if blks else None
-
-
-
-# %% ../nbs/00_core.ipynb #d5ec72e2
-def unet_layer(m):
-    "The default layer of a fastai `DynamicUnet` (or a model holding one): its last `UnetBlock`; `None` if `m` has no `DynamicUnet`"
-    u = next((o for o in as_model(m).modules() if isinstance(o, DynamicUnet)), None)
-    if u is None: return None
-    # measured (benchmarks/QUALITY.md): the encoder and middle conv do not localise; after the last block come the output and the raw input
-    blks = [o for o in u.layers if isinstance(o, UnetBlock)]
-    return blks[-1] if blks else None
-
-
-# %% ../nbs/00_core.ipynb #26e968b2
-def cam_layer(learn_or_model, # A `Learner` or an `nn.Module`
-              xb=None, # A batch of the size the model is used at; default one from `dls` (224 px for a bare model)
-              rule='auto', # 'auto': the last stage whose map is at least `min_side` cells a side; 'last': the last spatial layer
-              min_side=MIN_SIDE, # Smallest map side the 'auto' rule accepts
-              verbose=False # Print the layer picked
-             ):
-    "The default layer, found by a dry run at the real input size (see the rule above)"
-    if rule not in ('auto','last'): raise LayerError(f"`rule` must be 'auto' or 'last', got {rule!r}.")
-    m = as_model(learn_or_model)
-    xb = _dry_input(learn_or_model) if xb is None else xb[:1]
-    key = (tuple(xb.shape[1:]), sum(1 for _ in m.modules()), rule, min_side)
-    res = _layer_cache.get(m, {}).get(key)
-    if res is None:
-        res = _pick_layer(m, xb, rule, min_side)
-        _layer_cache.setdefault(m, {})[key] = res
-    if verbose: print(f"fast_cam: using layer {module_name(m, res)!r} ({type(res).__name__})")
-    return res
-
-
-# %% ../nbs/00_core.ipynb #deefb8ab
-def resolve_layer(learn_or_model, layer, xb=None):
-    "The module(s) for `layer`: `None` (automatic) or `'last'` (the classic last spatial layer) ask `cam_layer`; a list of layers gives a list"
-    if layer is None or (isinstance(layer, str) and layer in ('auto','last')): return cam_layer(learn_or_model, xb, rule='last' if layer=='last' else 'auto')
-    if isinstance(layer, (list,tuple)) and len(layer) and not all(isinstance(i,int) for i in layer):
-        return [get_module(learn_or_model, l) for l in layer]
-    return get_module(learn_or_model, layer)
-
+def batch_outputs(m, xb, bs=64):
+    "The model's outputs for the batch `xb` in float32, `bs` items at a time, in eval mode and without autograd"
+    return batched_forward(m, lambda sl: xb[sl], len(xb), bs)
 
 # %% ../nbs/00_core.ipynb #68b2371d
-def min_max_scale(maps, eps=1e-12):
-    "Scale each map (last two dims) to [0, 1]; a constant map becomes all zeros"
-    mn = maps.amin((-2,-1), keepdim=True)
-    mx = maps.amax((-2,-1), keepdim=True)
+def min_max_scale(maps, eps=1e-12, dims=(-2,-1)):
+    "Scale each map (over `dims`, the last two by default) to [0, 1]; a constant map becomes all zeros"
+    mn,mx = maps.amin(dims, keepdim=True),maps.amax(dims, keepdim=True)
     return (maps-mn)/(mx-mn).clamp_min(eps)
 
 # %% ../nbs/00_core.ipynb #4b80986f
+def as_hw(size):
+    "`(H, W)` from an int or a pair of positive ints"
+    if isinstance(size, int) and not isinstance(size, bool) and size>0: return (size,size)
+    if isinstance(size, (tuple,list,torch.Size)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size): return tuple(size)
+    raise CAMError(f"A size must be an int or (H, W), both positive; got {size!r}.")
+
 def upsample(maps, size, mode='bilinear'):
     "Resize maps `[...,h,w]` to `size` (an int or `(H,W)`)"
-    size = (size,size) if isinstance(size,int) else tuple(size)
+    size = as_hw(size)
     sh = maps.shape
     o = F.interpolate(maps.reshape(-1,1,*sh[-2:]).float(), size=size, mode=mode, **({} if mode=='nearest' else {'align_corners':False}))
     return o.reshape(*sh[:-2], *size)
+
+# %% ../nbs/00_core.ipynb #f2d13049
+import importlib
+
+def moved_names(module, moved):
+    "A `__getattr__` for `module` under which each name in `moved` (name -> the fast_cam module now holding it) still imports"
+    def __getattr__(name):
+        if name in moved: return getattr(importlib.import_module(f'fast_cam.{moved[name]}'), name)
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    return __getattr__
+
+__getattr__ = moved_names(__name__, {**dict.fromkeys('MIN_SIDE arch_summary layer_candidates token_hw map_layout map_side token_net token_grid grid_like token_layer unet_layer cam_layer resolve_layer'.split(), 'layers'),
+                          **dict.fromkeys('takes_channels image_type to_batch'.split(), 'inputs'),
+                          **dict.fromkeys('get_vocab is_all is_label is_custom multi_label Labels labels_target resolve_target target_scores region_masks SegTarget'.split(), 'targets')})

@@ -8,9 +8,10 @@ Docs: https://fast-cam.github.io/fast_cam/guided.html.md"""
 from __future__ import annotations
 import warnings
 from .core import *
-from fastai.vision.all import *
 from .capture import *
+from .layers import *
 from .methods import *
+from fastai.vision.all import *
 
 # %% auto #0
 __all__ = ['GuidedBackprop', 'GuidedGradCAM']
@@ -22,7 +23,7 @@ def _warn_no_relu(c):
 
 class GuidedBackprop(CAMMethod):
     "Guided backprop, Springenberg et al. 2015 (arXiv:1412.6806): input gradients `[n,c,H,W]` with negative gradients zeroed at each ReLU"
-    name,guided,has_layer,supports_all = 'guided_backprop',True,False,False  # one input gradient per item: see `CAMMethod`
+    name,guided,has_layer,supports_all,options = 'guided_backprop',True,False,False,('n_samples','noise')  # one input gradient per item: see `CAMMethod`
     def compute(self, m, xb, target=None, layer=None, vocab=None, n_samples=0, noise=0.15, reshape=None):  # no layer: `reshape` has nothing to read
         self.check_target(target)
         if not n_samples:
@@ -47,7 +48,7 @@ class GuidedBackprop(CAMMethod):
 # %% ../nbs/03_guided.ipynb #250d007b
 class GuidedGradCAM(CAMMethod):
     "Guided Grad-CAM, Selvaraju et al. 2017: guided backprop × Grad-CAM upsampled to the input, `[n,c,H,W]`"
-    name,guided,supports_all = 'guided_gradcam',True,False
+    name,guided,supports_all,options = 'guided_gradcam',True,False,()
     def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
         self.check_target(target)
         l = resolve_layer(m, layer, xb)
@@ -58,6 +59,6 @@ class GuidedGradCAM(CAMMethod):
         with no_autocast(xb): gc = GradCAM().combine(a, g)  # in float32 even under the user's autocast
         return (c.xgrad * upsample(gc, xb.shape[-2:])[:,None]).float(), c.out
 
-methods.update(guided_backprop=GuidedBackprop(), guidedbackprop=GuidedBackprop(), guided_gradcam=GuidedGradCAM(), guidedgradcam=GuidedGradCAM())
+
 
 

@@ -7,11 +7,11 @@ Docs: https://fast-cam.github.io/fast_cam/interpret.html.md"""
 # %% ../nbs/06_interpret.ipynb #3a7c2f23
 from __future__ import annotations
 from .core import *
-from fastai.vision.all import *
-from .learner import explain
-from .show import show_heatmap, show_guided, decode_batch
+from .targets import *
 from .methods import get_method
-
+from .learner import explain
+from .show import show_heatmap, show_map, label_panels, decode_batch
+from fastai.vision.all import *
 
 # %% auto #0
 __all__ = ['CAMInterpretation']
@@ -35,8 +35,7 @@ class CAMInterpretation(ClassificationInterpretation):
         return xb,preds.cpu(),pred,targ,losses,maps[:len(xb)],act
 
     def _draw(self, m, ax, img, mp, t, vmax=None, alpha=0.6, cmap='magma', gray=False, **kwargs):
-        if m.guided: show_guided(mp, ax=ax, gray=gray, title=t)
-        else: show_heatmap(img, mp, ax=ax, alpha=alpha, cmap=cmap, title=t, vmax=vmax, **kwargs)
+        show_map(img, mp, m.guided, ax=ax, title=t, gray=gray, alpha=alpha, cmap=cmap, vmax=vmax, **kwargs)
 
     def _plot(self, idxs, method, layer, show_actual, title, nrows, ncols, figsize, with_loss, **kwargs):
         m = get_method(method)
@@ -64,12 +63,8 @@ class CAMInterpretation(ClassificationInterpretation):
         xb = (inps[0] if isinstance(inps, (tuple,list)) else inps).as_subclass(Tensor)
         preds,targs = preds.float().cpu(),targs.as_subclass(Tensor).cpu()>0.5
         dec = preds>multi_label(self.learn)
-        rows,cols = [],[]
-        for i in range(len(xb)):
-            # an item with no wrong label (a small loss) shows its most probable label
-            ls = (dec[i]!=targs[i]).nonzero()[:,0].tolist() or [int(preds[i].argmax())]
-            rows += [i]*len(ls); cols += ls
-        rows,cols = tensor(rows),tensor(cols)
+        # an item with no wrong label (a small loss) shows its most probable label
+        rows,cols = label_panels(preds, lambda i,p: (dec[i]!=targs[i]).nonzero()[:,0].tolist())
         maps = explain(self.learn, xb[rows.to(xb.device)], m, target=cols, layer=layer)  # one batched call
         imgs,v = decode_batch(self.learn, xb),self.vocab
         axs = _grid(len(rows), nrows, ncols, figsize, 'Image/Label/Loss/Probability')

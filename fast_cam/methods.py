@@ -6,71 +6,18 @@ Docs: https://fast-cam.github.io/fast_cam/methods.html.md"""
 
 # %% ../nbs/02_methods.ipynb #1fc73b64
 from __future__ import annotations
-import difflib
+import difflib, warnings
 from .core import *
-from fastai.vision.all import *
+from .targets import *
 from .capture import *
+from .layers import *
+from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['methods', 'check_spatial', 'to_spatial', 'feature_maps', 'fuse_maps', 'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM',
-           'LayerCAM', 'HiResCAM', 'EigenCAM', 'head_weights', 'CAM', 'get_method']
+__all__ = ['methods', 'feature_maps', 'fuse_maps', 'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM', 'LayerCAM', 'HiResCAM',
+           'EigenCAM', 'head_weights', 'CAM', 'get_method']
 
-# %% ../nbs/02_methods.ipynb #1ad3d1c2
-def check_spatial(m, l, a, name):
-    "Raise a `LayerError` unless the activation `a` of layer `l` is a spatial map `[n,c,h,w]` with `h*w > 1`"
-    if not isinstance(a, Tensor) or a.ndim!=4 or a.shape[2]*a.shape[3]<2:
-        shp = f"shape {tuple(a.shape)}" if isinstance(a, Tensor) else f"a {type(a).__name__}"
-        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); layer {module_name(m,l)!r} gives {shp}. "
-                         "Pick a convolutional layer before the pooling (see `arch_summary`), leave `layer=None` for the automatic one, "
-                         "or pass `reshape=f` with `f(acts)` returning [n,c,h,w] for a layout fast_cam does not read.")
-    return a
-
-# %% ../nbs/02_methods.ipynb #16f2a02e
-def _n_channels(l):
-    "The channel count of layer `l`'s output where its type says it, else `None`"
-    if isinstance(l, nn.LayerNorm): return l.normalized_shape[-1]
-    if isinstance(l, nn.Linear): return l.out_features
-    if isinstance(l, nn.modules.conv._ConvNd): return l.out_channels
-    if isinstance(l, (nn.modules.batchnorm._NormBase, nn.GroupNorm)): return getattr(l, 'num_features', getattr(l, 'num_channels', None))
-    return None
-
-_reshape_hint = ("Pass `reshape=f`, where `f(acts)` returns the map [n,c,h,w], e.g. for 1 class token and a 14×14 grid "
-                 "`reshape=lambda a: a[:,1:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
-
-def _tokens(a, m, l, grid, hw=None):
-    "Tokens `[n, extra+h·w, c]` as `[n,c,h,w]`, dropping the `extra` class/distillation tokens timm puts first"
-    n,T,c = a.shape
-    k,npre = _n_channels(l),getattr(token_net(m), 'num_prefix_tokens', None)
-    extras = [npre] if isinstance(npre, int) else [0,1,2]  # none, a class token, class + distillation tokens
-    if grid is not None:
-        hws = [(math.ceil(grid[0]/2**i), math.ceil(grid[1]/2**i)) for i in range(6)]  # Swin stages halve the grid
-        fits = [(e,(h,w)) for h,w in hws for e in extras if T-e==h*w]
-    else:  # no patch grid (MLP-Mixer, LeViT): a grid with the input's aspect (see `token_hw`)
-        f = token_hw(T, hw, extras)
-        fits = [] if f is None else [(f[0],f[1:])]
-    if not fits or (k is not None and c!=k):
-        want = f"{' or '.join(map(str,extras))} extra tokens + h·w " + (f"for the patch grid {grid}" if grid else "on a grid of the input's aspect")
-        raise LayerError(f"Layer {module_name(m,l)!r} gives a 3-D output {tuple(a.shape)} that fast_cam cannot read as tokens [n, extra+h·w, channels] "
-                         f"({want}{'' if k is None or c==k else f', and {k} channels last'}). " + _reshape_hint)
-    e,(h,w) = fits[0]
-    return a[:,e:].reshape(n,h,w,c).permute(0,3,1,2)
-
-def to_spatial(a, m, l, hw=None, reshape=None):
-    "Layer `l`'s output (or its gradient) `a` as a map `[n,c,h,w]`: reads tokens `[n, extra+h·w, c]` and channels-last `[n,h,w,c]`, or applies `reshape`"
-    if reshape is not None: return reshape(a)
-    if not isinstance(a, Tensor) or a.ndim not in (3,4): return a  # `check_spatial` says what is wrong
-    grid = token_grid(m, hw)
-    if a.ndim==3: return _tokens(a, m, l, grid, hw)
-    k = _n_channels(l)
-    if k is not None: last = a.shape[-1]==k and a.shape[1]!=k
-    elif grid is not None: last = grid_like(a.shape[1:3], grid) and not grid_like(a.shape[2:], grid)
-    else: last = map_layout(a.shape, hw)=='nhwc'  # sequencer's [n,h,w,c] blocks: only where [n,c,h,w] cannot be
-    if last: a = a.permute(0,3,1,2)  # Swin keeps its tokens as [n,h,w,c]
-    if grid is not None and not grid_like(a.shape[2:], grid):
-        raise LayerError(f"Layer {module_name(m,l)!r} gives {tuple(a.shape)}, which is not a map on the patch grid {grid} of this token model "
-                         "(e.g. attention heads × tokens). Pick a block's `norm1` (see `token_layer`), or leave `layer=None`. " + _reshape_hint)
-    return a
-
+# %% ../nbs/02_methods.ipynb #3c04919c
 def feature_maps(m, ls, c, name, hw=None, reshape=None):
     "Activations and gradients (`None`s when not captured) of layers `ls` from the capture `c`, as maps `[n,c,h,w]` (see `to_spatial`)"
     # reading tokens is a slice and a permutation, so it commutes with the gradient: apply it to both after the capture
@@ -84,7 +31,6 @@ def feature_maps(m, ls, c, name, hw=None, reshape=None):
     return acts,grads
 
 
-
 # %% ../nbs/02_methods.ipynb #baa3d2b1
 def fuse_maps(maps, fuse='max'):
     "One map from maps of several layers: each upsampled to the largest, then their `'max'` or `'mean'`"
@@ -95,9 +41,21 @@ def fuse_maps(maps, fuse='max'):
     return ups.amax(0) if fuse=='max' else ups.mean(0)
 
 # %% ../nbs/02_methods.ipynb #a06070d9
+methods = {}  # name -> method: every `CAMMethod` subclass with a `name` of its own adds itself (see `__init_subclass__`)
+
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
     name,needs_grad,relu = None,True,True
+    aliases = ()          # other names `get_method` knows it by (`name` without underscores is one)
+    options = ('fuse',)   # the keyword options of `compute` beyond those of every method
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get('name'): return
+        inst = cls()
+        for k in dict.fromkeys((cls.name, cls.name.replace('_',''), *cls.aliases)): methods[k] = inst
+    def quiet(self):
+        "Options that turn off the method's own progress bar (Score-CAM's), so that a caller's bar shows alone"
+        return {'bar': False} if 'bar' in self.options else {}
     guided = False        # maps are input-space images `[n,c,H,W]` (guided backprop), drawn with `show_guided`
     has_layer = True      # the method reads a layer's activations (`layer=` means something)
     supports_all = True   # target='all' gives `[n,C,h,w]` in one call
@@ -140,7 +98,7 @@ class GradCAM(CAMMethod):
 # %% ../nbs/02_methods.ipynb #6757249a
 class GradCAMpp(CAMMethod):
     "Grad-CAM++, Chattopadhyay et al. 2018 (arXiv:1710.11063)"
-    name = 'gradcampp'
+    name,aliases = 'gradcampp',('gradcamplusplus',)
     def weights(self, acts, grads):
         g2 = grads.pow(2)
         den = 2*g2 + acts.sum((2,3), keepdim=True)*g2*grads  # eq. 19, as written: no epsilon
@@ -214,7 +172,7 @@ def head_weights(head):
 # %% ../nbs/02_methods.ipynb #9e473913
 class CAM(CAMMethod):
     "CAM, Zhou et al. 2016 (arXiv:1512.04150): M_c = Σ_k w_ck·A_k from the head's (BN-folded) linear weights, exact"
-    name,needs_grad,relu = 'cam',False,False
+    name,needs_grad,relu,options = 'cam',False,False,()
     def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
         if is_custom(target): raise TargetError("CAM needs class indices or labels as `target`, not a callable: use Grad-CAM for custom scores.")
         l = resolve_layer(m, ifnone(layer, 'last'), xb)  # CAM is defined at the last layer before the pooling only
@@ -238,9 +196,6 @@ class CAM(CAMMethod):
 
 
 # %% ../nbs/02_methods.ipynb #3807e7bf
-methods = {'cam': CAM(), 'gradcam': GradCAM(), 'gradcampp': GradCAMpp(), 'gradcamplusplus': GradCAMpp(), 'xgradcam': XGradCAM(),
-           'layercam': LayerCAM(), 'hirescam': HiResCAM(), 'eigencam': EigenCAM()}
-
 def get_method(method):
     "The `CAMMethod` for a name (or the method itself)"
     if isinstance(method, CAMMethod): return method
@@ -251,3 +206,7 @@ def get_method(method):
         hint = difflib.get_close_matches(k, list(methods), n=3, cutoff=0.5)
         raise CAMError(f"Unknown method {method!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '') + f" Available: {', '.join(methods)}.")
     raise CAMTypeError(f"`method` must be a name ({', '.join(methods)}) or a CAMMethod, got {method!r}")
+
+# %% ../nbs/02_methods.ipynb #a25a83fc
+# names that moved to their own modules still import from here (see `moved_names`)
+__getattr__ = moved_names(__name__, {**dict.fromkeys('check_spatial to_spatial'.split(), 'layers')})

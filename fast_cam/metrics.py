@@ -7,19 +7,14 @@ Docs: https://fast-cam.github.io/fast_cam/metrics.html.md"""
 # %% ../nbs/08_metrics.ipynb #a09c7a41
 from __future__ import annotations
 from .core import *
+from .inputs import *
+from .targets import *
 from fastai.vision.all import *
-from copy import deepcopy
-from fastprogress.fastprogress import progress_bar
-from .learner import explain
-from . import callback  # patches `Learner.get_cams`: `evaluate_cams` scores the maps of one `get_cams` pass
-from .methods import get_method
-from .show import show_heatmap, decode_batch, to_hwc
 
 # %% auto #0
-__all__ = ['baseline_maps', 'trust_metrics', 'TruthError', 'saliency', 'average_ranks', 'spearman', 'ssim', 'boxes_to_masks',
-           'pointing_game', 'energy_pointing_game', 'largest_component', 'cam_to_mask', 'mask_to_box', 'cam_to_box',
-           'box_iou', 'auc', 'gaussian_blur', 'perturbation_curve', 'deletion', 'insertion', 'drop_increase',
-           'cascade_blocks', 'randomise_', 'SanityCheck', 'sanity_check', 'CAMEvaluation', 'evaluate_cams']
+__all__ = ['TruthError', 'saliency', 'saliency_at', 'average_ranks', 'spearman', 'ssim', 'boxes_to_masks', 'pointing_game',
+           'energy_pointing_game', 'largest_component', 'cam_to_mask', 'mask_to_box', 'cam_to_box', 'box_iou', 'auc',
+           'gaussian_blur', 'perturbation_curve', 'deletion', 'insertion', 'drop_increase']
 
 # %% ../nbs/08_metrics.ipynb #2d25a9b6
 class TruthError(CAMError): "The masks or boxes to score maps against are missing or do not fit the items"
@@ -34,10 +29,9 @@ def saliency(maps):
     if maps.ndim!=3: raise InputError(f"Expected maps [n,h,w] (or gradients [n,c,H,W]); got shape {tuple(maps.shape)}.")
     return maps
 
-def _at(maps, size):
+def saliency_at(maps, size):
     "`saliency(maps)` upsampled (bilinear) to `size` unless already that size"
-    m = saliency(maps)
-    size = (size,size) if isinstance(size,int) else tuple(size)
+    m,size = saliency(maps),as_hw(size)
     return m if tuple(m.shape[-2:])==size else upsample(m, size)
 
 def _masks(masks, n, device):
@@ -48,7 +42,6 @@ def _masks(masks, n, device):
     if len(t)!=n: raise TruthError(f"Got {len(t)} masks for {n} maps: pass one mask per map.")
     return t.to(device).bool()
 
-def _bar(it, progress, **kwargs): return progress_bar(it, leave=False, **kwargs) if progress else it
 
 # %% ../nbs/08_metrics.ipynb #6d6f6ac9
 def _f64(t): return t.float() if t.device.type=='mps' else t.double()
@@ -96,10 +89,7 @@ def boxes_to_masks(boxes, size):
     b = boxes if isinstance(boxes, Tensor) else torch.as_tensor(np.asarray(boxes))
     if b.ndim==1: b = b[None]
     if b.ndim!=2 or b.shape[1]!=4: raise TruthError(f"Boxes must be [n,4] as (x0,y0,x1,y1); got shape {tuple(b.shape)}.")
-    H,W = (size,size) if isinstance(size,int) else size
-    ys,xs = torch.arange(H, device=b.device)[:,None],torch.arange(W, device=b.device)
-    x0,y0,x1,y1 = b[:,:,None,None].unbind(1)
-    return (xs>=x0)&(xs<x1)&(ys>=y0)&(ys<y1)
+    return box_masks(b, size)
 
 def _dilate(masks, tol):
     "Masks grown by a disk of radius `tol` pixels"
@@ -114,7 +104,7 @@ def pointing_game(maps, masks, tol=0):
     "Per item, 1 if the map's peak (upsampled to the mask size) is within `tol` pixels of the mask, else 0; tied peaks score the fraction that hit"
     m = saliency(maps)
     mk = _masks(masks, len(m), m.device)
-    m = _at(m, mk.shape[-2:]).flatten(1)
+    m = saliency_at(m, mk.shape[-2:]).flatten(1)
     peak = m==m.amax(1, keepdim=True)
     return (peak & _dilate(mk, tol).flatten(1)).sum(1).float() / peak.sum(1)
 
@@ -123,7 +113,7 @@ def energy_pointing_game(maps, masks, norm=False):
     "Per item, the share of the map's mass inside the mask, Σ_in L / Σ L, on the map upsampled to the mask size; negative values count as 0"
     m = saliency(maps)
     mk = _masks(masks, len(m), m.device)
-    m = _at(m, mk.shape[-2:])
+    m = saliency_at(m, mk.shape[-2:])
     m = min_max_scale(m) if norm else m.clamp_min(0)
     return (m*mk).flatten(1).sum(1) / m.flatten(1).sum(1)
 
@@ -157,7 +147,7 @@ def largest_component(masks, connectivity=8):
 # %% ../nbs/08_metrics.ipynb #d093bd43
 def cam_to_mask(maps, size=None, thresh=0.2, connectivity=8):
     "The largest connected region where each map (upsampled to `size`) is at least `thresh` times its maximum, `[n,H,W]` bool"
-    m = saliency(maps) if size is None else _at(maps, size)
+    m = saliency(maps) if size is None else saliency_at(maps, size)
     mx = m.flatten(1).amax(1)[:,None,None]
     return largest_component((m >= thresh*mx) & (mx>0), connectivity)
 
@@ -201,23 +191,6 @@ def gaussian_blur(xb, ks=11, sigma=5.):
     return F.conv2d(F.conv2d(x, g.view(1,1,1,ks).expand(c,1,1,ks), groups=c), g.view(1,1,ks,1).expand(c,1,ks,1), groups=c)
 
 # %% ../nbs/08_metrics.ipynb #5465e4b2
-def _logits(m, xb, bs):
-    "The model's outputs `[n,classes]` in float32, in batches of `bs`, in eval mode and without autograd"
-    with ModelState(m), torch.inference_mode(): return torch.cat([m(xb[i:i+bs]).float() for i in range(0, len(xb), bs)])
-
-def _no_bar(meth):
-    "`{'bar': False}` for a method with a progress bar of its own (Score-CAM), so only the metric's bar shows"
-    return {'bar':False} if 'bar' in inspect.signature(meth.compute).parameters else {}
-
-def _prob(learn_or_model, o):
-    "Class probabilities from logits `o`: sigmoid for a multi-label Learner (each label on its own), else softmax"
-    return o.sigmoid() if multi_label(learn_or_model) is not None else o.softmax(1)
-
-def _classes(learn_or_model, out, target, y=None):
-    "Class index per item: the prediction for `target=None`, the labels `y` for `'label'`, else `resolve_target`'s"
-    if is_custom(target) or is_all(target): raise TargetError(f"The metrics need one class per item: pass None, an int, a label, one per item or 'label', not {'a callable' if is_custom(target) else repr(target)}.")
-    return resolve_target(target, out, get_vocab(learn_or_model), y)
-
 def _check_maps(maps, xb):
     m = saliency(maps).to(xb.device)
     if len(m)!=len(xb): raise InputError(f"Got {len(m)} maps for {len(xb)} images: pass one map per image.")
@@ -232,7 +205,7 @@ def _substrate(xb, sub):
 
 def _order(maps, size):
     "Each pixel's position in the order of decreasing map value, `[n,H,W]` (ties in raster order)"
-    s = _at(maps, size).flatten(1)
+    s = saliency_at(maps, size).flatten(1)
     o = s.argsort(dim=1, descending=True, stable=True)
     return torch.empty_like(o).scatter_(1, o, torch.arange(s.shape[1], device=s.device).expand_as(o)).view(-1, *size)
 
@@ -259,17 +232,17 @@ def perturbation_curve(learn_or_model, # A `Learner` or an `nn.Module`
     rk = _order(_check_maps(maps, xb), (H,W))[:,None]
     sub = _substrate(xb, ifnone(substrate, 0. if mode=='deletion' else 'blur'))
     cnt = (torch.arange(steps+1, device=xb.device)*H*W + steps//2)//steps  # pixels perturbed after each step, rounded
-    idx = _classes(learn_or_model, _logits(m, xb, bs), target)
-    res = torch.empty(n*(steps+1), device=xb.device)
-    with ModelState(m), torch.inference_mode():
-        for s in _bar(range(0, len(res), bs), progress):
-            j = torch.arange(s, min(s+bs, len(res)), device=xb.device)
-            i,k = j//(steps+1),j%(steps+1)
-            done = rk[i] < cnt[k].view(-1,1,1,1)
-            xs = torch.where(done, sub[i], xb[i]) if mode=='deletion' else torch.where(done, xb[i], sub[i])
-            o = m(xs).float()
-            res[s:s+len(j)] = (_prob(learn_or_model, o) if score=='prob' else o).gather(1, idx[i][:,None])[:,0]
-    curves = res.view(n, steps+1)
+    idx = explained_classes(target, batch_outputs(m, xb, bs), get_vocab(learn_or_model), need='The metrics')
+    def _rows(sl): return torch.arange(sl.start, sl.stop, device=xb.device)
+    def _make(sl):
+        # row j of the curves is item j//(steps+1) after step j%(steps+1)
+        j = _rows(sl); i = j//(steps+1)
+        done = rk[i] < cnt[j%(steps+1)].view(-1,1,1,1)
+        return torch.where(done, sub[i], xb[i]) if mode=='deletion' else torch.where(done, xb[i], sub[i])
+    def _read(sl, o):
+        o = o.float()
+        return (to_preds(learn_or_model, o) if score=='prob' else o).gather(1, idx[_rows(sl)//(steps+1)][:,None])[:,0]
+    curves = batched_forward(m, _make, n*(steps+1), bs, _read, progress).view(n, steps+1)
     return auc(curves), curves
 
 def deletion(learn_or_model, x, maps, target=None, steps=32, substrate=0., **kwargs):
@@ -286,275 +259,15 @@ def drop_increase(learn_or_model, x, maps, target=None, bs=64):
     "Per item, the drop `max(0,Y-O)/Y·100` and the increase `O>Y` of the target's probability from the image (Y) to the image × its map (O)"
     m = as_model(learn_or_model)
     xb = to_batch(learn_or_model, x)
-    mp = min_max_scale(_at(_check_maps(maps, xb), xb.shape[-2:]))
-    out = _logits(m, xb, bs)
-    idx = _classes(learn_or_model, out, target)
-    Y = _prob(learn_or_model, out).gather(1, idx[:,None])[:,0]
-    O = _prob(learn_or_model, _logits(m, xb*mp[:,None].to(xb.dtype), bs)).gather(1, idx[:,None])[:,0]
+    mp = min_max_scale(saliency_at(_check_maps(maps, xb), xb.shape[-2:]))
+    out = batch_outputs(m, xb, bs)
+    idx = explained_classes(target, out, get_vocab(learn_or_model), need='The metrics')
+    Y = to_preds(learn_or_model, out).gather(1, idx[:,None])[:,0]
+    O = to_preds(learn_or_model, batch_outputs(m, xb*mp[:,None].to(xb.dtype), bs)).gather(1, idx[:,None])[:,0]
     return (Y-O).clamp_min(0)/Y*100, O>Y
 
 
-# %% ../nbs/08_metrics.ipynb #024c109c
-def cascade_blocks(learn_or_model):
-    "Dotted names of the blocks cascading randomisation resets, from the output down"
-    m = as_model(learn_or_model)
-    parts = [('1.', m[1]), ('0.', m[0])] if is_body_head(m) else [('', m)]
-    res = [pre+nm for pre,p in parts for nm,o in reversed(list(p.named_children())) if any(True for _ in o.parameters())]
-    if not res: raise LayerError("The model has no child module with parameters to randomise: pass `blocks=` (names or modules, top first).")
-    return res
-
-def randomise_(mod, seed=0):
-    "Re-initialise `mod`'s parameters in place (`reset_parameters()`, else a normal draw of the same std), seeded, leaving the global RNG as it was"
-    devs = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devs), torch.no_grad():
-        torch.manual_seed(seed)
-        done = set()
-        for o in mod.modules():
-            if callable(getattr(o, 'reset_parameters', None)):
-                o.reset_parameters()
-                done.update(id(p) for p in o.parameters(recurse=False))
-        for p in mod.parameters():
-            if id(p) not in done: p.normal_(0, float(p.std()) if p.numel()>1 and float(p.std())>0 else 0.01)
-    return mod
-
-# %% ../nbs/08_metrics.ipynb #b1cb3b54
-class SanityCheck:
-    "What `sanity_check` returns: `df`, one row per step; `spearman` and `ssim` per step and item; `maps` `[steps+1,n,H,W]` scaled to [0,1]"
-    def __init__(self, df, spearman, ssim, maps, images, method): store_attr()
-    def __repr__(self): return repr(self.df)
-    def _repr_html_(self): return self.df._repr_html_()
-
-    def plot(self, ax=None, figsize=(6,3), title=None):
-        "Mean Spearman correlation and SSIM with the trained model's maps after each step"
-        if ax is None: _,ax = plt.subplots(figsize=figsize)
-        s = self.df['step']
-        ax.plot(s, self.df['spearman'], 'o-', label='Spearman')
-        ax.plot(s, self.df['ssim'], 's-', label='SSIM')
-        ax.axhline(0, color='gray', lw=.5)
-        ax.set_xticks(s, ['trained']+[f'+{b}' for b in self.df['randomised'][1:]], rotation=45, ha='right', fontsize=8)
-        ax.set_ylim(min(-.1, float(np.nanmin(self.df[['spearman','ssim']].values))-.05), 1.05)
-        ax.set_ylabel('similarity to trained'); ax.legend(fontsize=8)
-        ax.set_title(ifnone(title, f'{self.method}: cascading randomisation'), fontsize=10)
-        return ax
-
-    def show(self, idxs=(0,), overlay=False, cmap='magma', figsize=None):
-        "Item(s) `idxs`: the image, then the map after every step (over the image if `overlay`), one row per item"
-        idxs,k = list(L(idxs)),len(self.maps)+1
-        axs = get_grid(len(idxs)*k, nrows=len(idxs), ncols=k, figsize=ifnone(figsize, (1.6*k, 1.7*len(idxs))))
-        names = ['image','trained']+[f'+{b}' for b in self.df['randomised'][1:]]
-        for r,i in enumerate(idxs):
-            show_image(to_hwc(self.images[i]), ax=axs[r*k])
-            for s in range(k-1):
-                ax = axs[r*k+s+1]
-                if overlay: show_heatmap(self.images[i], self.maps[s,i], ax=ax, cmap=cmap)
-                else: ax.imshow(self.maps[s,i].numpy(), cmap=cmap, vmin=0, vmax=1); ax.axis('off')
-            if r==0:
-                for ax,nm in zip(axs[:k], names): ax.set_title(nm, fontsize=8)
-        return axs
-
-# %% ../nbs/08_metrics.ipynb #a59adff2
-def _layer_names(m, layer):
-    if layer is None: return None
-    return [module_name(m, l) for l in layer] if isinstance(layer, list) else module_name(m, layer)
-
-def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed: the check works on a copy)
-                 x, # The images, in any form `explain` takes
-                 method='gradcam', # The method to check
-                 target=None, # The classes to explain at every step: None (the trained model's predictions), int, label or one per item
-                 layer=None, # The layer, as for `explain`
-                 blocks=None, # What each step re-initialises, top first: names, index paths or modules; default `cascade_blocks`
-                 seed=0, # Seed of the random weights
-                 size='input', # Compare the maps upsampled to the input ('input'), to `(H,W)`, or as they are (None)
-                 progress=False, # Show a progress bar
-                 **kwargs # Options of the method
-                ):
-    "Cascading randomisation (Adebayo et al. 2018): Spearman correlation and SSIM of the maps with the trained model's as more blocks are re-initialised"
-    m = as_model(learn_or_model)
-    meth = get_method(method)
-    xb = to_batch(learn_or_model, x)
-    idx = _classes(learn_or_model, _logits(m, xb, 64), target)
-    lay = None if not meth.has_layer else _layer_names(m, resolve_layer(m, layer, xb))
-    blocks = cascade_blocks(m) if blocks is None else [module_name(m, get_module(m, b)) for b in L(blocks)]
-    size = tuple(xb.shape[-2:]) if size=='input' else size
-    kwargs = {**_no_bar(meth), **kwargs}  # one bar at most: the check's own
-    def _maps(mod):
-        mp = saliency(explain(mod, xb, meth, target=idx, layer=lay, **kwargs))
-        return min_max_scale(mp if size is None else _at(mp, size))
-    m0 = _maps(m)
-    names,maps = ['(none)'],[m0]
-    with torch.inference_mode(False):  # the copy's weights must be ordinary tensors, even when called under inference mode
-        mc = deepcopy(m)
-        for i,b in enumerate(_bar(blocks, progress)):
-            randomise_(get_module(mc, b), seed+i)
-            maps.append(_maps(mc)); names.append(b)
-    del mc
-    sp = torch.stack([spearman(m0, o) for o in maps]).cpu()
-    ss = torch.stack([ssim(m0, o) for o in maps]).cpu()
-    df = pd.DataFrame(dict(step=range(len(maps)), randomised=names, spearman=sp.nanmean(1).numpy(), ssim=ss.mean(1).numpy(),
-                           n_const=sp.isnan().sum(1).numpy()))
-    return SanityCheck(df, sp, ss, torch.stack(maps).cpu(), decode_batch(learn_or_model, xb), meth.name)
-
-
-# %% ../nbs/08_metrics.ipynb #1d118afd
-def _edge(xb, i=None):
-    "Sobel gradient magnitude of the channel mean, `[n,H,W]`"
-    g = xb.float().mean(1, keepdim=True)
-    k = tensor([[-1.,0,1],[-2,0,2],[-1,0,1]]).to(g.device)
-    p = F.pad(g, (1,1,1,1), mode='replicate')
-    return (F.conv2d(p, k[None,None]).pow(2) + F.conv2d(p, k.T[None,None]).pow(2)).sqrt()[:,0]
-
-def _random(xb, i):
-    "Uniform noise at the input's resolution, seeded by each item's position"
-    H,W = xb.shape[-2:]
-    return torch.stack([torch.rand(H, W, generator=torch.Generator().manual_seed(int(j))) for j in i]).to(xb.device)
-
-baseline_maps = {'uniform': lambda xb,i: torch.ones(len(xb), *xb.shape[-2:], device=xb.device), 'random': _random, 'edge': _edge}
-trust_metrics = ('pointing','peak_in_mask','energy','box_iou','loc_acc','deletion','insertion','avg_drop','avg_inc')
-_loc_metrics = ('pointing','peak_in_mask','energy','box_iou','loc_acc')
-
-# %% ../nbs/08_metrics.ipynb #2130050f
-class CAMEvaluation:
-    "What `evaluate_cams` returns: `df` (one row per method, one column per metric), `items` (per-item scores) and `curves`; shows as its table"
-    def __init__(self, df, items, curves, n): store_attr()
-    def __repr__(self): return repr(self.df)
-    def _repr_html_(self): return self.df._repr_html_()
-    def __getitem__(self, k): return self.df[k]
-
-    def plot_curves(self, methods=None, kinds=('deletion','insertion'), axs=None, figsize=None):
-        "The mean deletion and insertion curves of `methods` (default: all), with their AUC"
-        methods = [k for k in self.curves if methods is None or k in L(methods)]
-        kinds = [k for k in L(kinds) if any(k in self.curves[mt] for mt in methods)]
-        if not kinds: raise CAMError("No curves to plot: include 'deletion' or 'insertion' in `metrics`.")
-        if axs is None: _,axs = plt.subplots(1, len(kinds), figsize=ifnone(figsize, (4.5*len(kinds), 3.2)), squeeze=False)
-        for ax,k in zip(np.ravel(axs), kinds):
-            for mt in methods:
-                c = self.curves[mt].get(k)
-                if c is None: continue
-                ax.plot(np.linspace(0, 1, c.shape[1]), c.mean(0).numpy(), label=f'{mt} ({float(auc(c).mean()):.3f})',
-                        ls='--' if mt in baseline_maps else '-')
-            ax.set_xlabel(f"fraction of pixels {'removed' if k=='deletion' else 'inserted'}"); ax.set_ylabel('probability')
-            ax.set_title(f"{k} ({'lower' if k=='deletion' else 'higher'} is better)", fontsize=10); ax.legend(fontsize=7)
-        return axs
-
-# %% ../nbs/08_metrics.ipynb #4f8e4c8b
-def _truth(learn, dl, masks, boxes, n):
-    "Masks and boxes of the first `n` items (CPU tensors or None), defaulting to a `Shapes` data set's"
-    if masks is None and boxes is None:
-        sh,items = getattr(getattr(learn, 'dls', None), 'shapes', None),getattr(dl, 'items', None)
-        if sh is None or items is None: return None,None
-        idx = list(items[:n])
-        if not (idx and all(isinstance(i, (int,np.integer)) and 0<=i<len(sh.masks) for i in idx)): return None,None
-        idx = np.asarray(idx)
-        masks,boxes = sh.masks[idx],sh.boxes[idx]
-    def _t(o, what):
-        t = o if isinstance(o, Tensor) else torch.as_tensor(np.asarray(o))
-        if len(t)<n: raise TruthError(f"Got {len(t)} {what} for {n} items: pass one per item of the DataLoader, in its order.")
-        return t[:n].cpu()
-    return (None if masks is None else _t(masks, 'masks').bool()),(None if boxes is None else _t(boxes, 'boxes'))
-
-# %% ../nbs/08_metrics.ipynb #839e85c0
-def _scores(learn, xb, maps, idx, mk, bx, metrics, tol, thresh, steps, bs):
-    "Per-item scores of `metrics` and the curves, for one batch"
-    m,r,cv = as_model(learn),{},{}
-    if mk is not None:
-        if 'pointing' in metrics: r['pointing'] = pointing_game(maps, mk, tol)
-        if 'peak_in_mask' in metrics: r['peak_in_mask'] = pointing_game(maps, mk, 0)
-        if 'energy' in metrics: r['energy'] = energy_pointing_game(maps, mk)
-    if bx is not None and ('box_iou' in metrics or 'loc_acc' in metrics):
-        iou = box_iou(cam_to_box(maps, mk.shape[-2:], thresh), bx)  # `mk` is there whenever `bx` is: masks of the boxes if need be
-        if 'box_iou' in metrics: r['box_iou'] = iou
-        if 'loc_acc' in metrics: r['loc_acc'] = (iou>=.5).float()
-    for k in ('deletion','insertion'):
-        if k in metrics: r[k],cv[k] = perturbation_curve(m, xb, maps, k, idx, steps, bs=bs)
-    if 'avg_drop' in metrics or 'avg_inc' in metrics:
-        d,inc = drop_increase(m, xb, maps, idx, bs)
-        r['avg_drop'],r['avg_inc'] = d,inc.float()*100
-    return {k:v.detach().float().cpu() for k,v in r.items() if k in metrics},{k:v.cpu() for k,v in cv.items()}
-
-# %% ../nbs/08_metrics.ipynb #b469156b
-def evaluate_cams(learn, # A fastai `Learner`
-                  dl=None, # The DataLoader to score; default the validation set
-                  masks=None, # Object masks `[n,H,W]` (or boxes `[n,4]`) in the order of `dl`'s items (default: `Shapes`' own)
-                  boxes=None, # Object boxes `[n,4]` `(x0,y0,x1,y1)` in the order of `dl`'s items
-                  methods=('gradcam','uniform','random'), # Method names, `CAMMethod`s, baseline names or functions `f(xb) -> maps`
-                  metrics=None, # Names from `trust_metrics` (default: all)
-                  target=None, # None (predicted class), 'actual' (the labels), or any class target `explain` takes
-                  n=None, # Score only the first `n` items
-                  tol=None, # Pointing-game tolerance in pixels of the mask; default 15/224 of its larger side
-                  thresh=0.2, # CAM box threshold, a fraction of the map's maximum
-                  steps=32, # Deletion and insertion steps
-                  bs=64, # Batch size of the perturbed forwards
-                  method_kwargs=None, # Options per method, e.g. `{'scorecam': dict(max_channels=32)}`
-                  progress=None # Show a progress bar; default: unless inside `learn.no_bar()`
-                 ):
-    "Trust metrics of each of `methods` over `dl`: a `CAMEvaluation` showing one row per method, one column per metric"
-    m = as_model(learn)
-    dl = ifnone(dl, getattr(getattr(learn, 'dls', None), 'valid', None))
-    if dl is None: raise CAMError("Pass `dl=`: this Learner has no validation DataLoader.")
-    if hasattr(dl, 'new'): dl = dl.new(shuffle=False, drop_last=False)
-    total = len(dl.dataset) if hasattr(dl, 'dataset') else None
-    n = total if n is None else n if total is None else min(n, total)
-    if n is None: raise CAMError("This DataLoader has no length: pass `n=`.")
-    shp = tuple(getattr(masks, 'shape', None) or np.shape(masks))
-    if boxes is None and len(shp)==2 and shp[-1]==4: masks,boxes = None,masks  # boxes passed in the place of masks
-    mk_all,bx_all = _truth(learn, dl, masks, boxes, n)
-    if bx_all is None and mk_all is not None: bx_all = mask_to_box(mk_all)
-    metrics = list(L(ifnone(metrics, trust_metrics)))
-    bad = [k for k in metrics if k not in trust_metrics]
-    if bad: raise CAMError(f"Unknown metric(s) {', '.join(map(repr,bad))}. Available: {', '.join(trust_metrics)}.")
-    if mk_all is None and bx_all is None and any(k in _loc_metrics for k in metrics):
-        raise TruthError("The localisation metrics need the objects' masks or boxes: pass `masks=` (boolean [n,H,W]) or `boxes=` ([n,4] as x0,y0,x1,y1), "
-                         f"one per item of the DataLoader in its order, or keep only metrics={['deletion','insertion','avg_drop','avg_inc']}.")
-    names = [o if isinstance(o, str) else getattr(o, 'name', None) or getattr(o, '__name__', type(o).__name__) for o in L(methods)]
-    meths = [o if (isinstance(o, str) and o in baseline_maps) or (callable(o) and not hasattr(o, 'compute')) else get_method(o) for o in L(methods)]
-    if len(set(names))<len(names): raise CAMError(f"Each method must appear once; got {names}.")
-    kws = ifnone(method_kwargs, {})
-    items,curves = {k:[] for k in names},{k:{} for k in names}
-    # the first CAM method's maps and the predictions come from one `get_cams` pass: one forward per batch, as for a whole data set
-    first = next((i for i,mt in enumerate(meths) if hasattr(mt, 'compute')), None) if isinstance(learn, Learner) and hasattr(dl, 'new') else None
-    pre = None
-    if first is not None and not (is_custom(target) or is_all(target)):
-        with learn.no_bar():
-            pre = learn.get_cams(dl.new(n=n), meths[first], target, **{**_no_bar(meths[first]), **kws.get(names[first], {})})
-    done = 0
-    progress = ifnone(progress, any(isinstance(cb, ProgressCallback) for cb in getattr(learn, 'cbs', [])))  # off inside `learn.no_bar()`
-    pb = _bar(dl, progress, total=-(-n//dl.bs) if getattr(dl, 'bs', None) else None)
-    for b in pb:
-        xb,yb = (b[0],b[1] if len(b)>1 else None) if isinstance(b, (tuple,list)) else (b,None)
-        xb = to_batch(m, xb[:n-done])
-        k,ids = len(xb),torch.arange(done, done+len(xb))
-        out = _logits(m, xb, bs) if pre is None else pre[1][done:done+k].to(xb.device)  # probabilities: the same classes as the logits
-        idx = _classes(learn, out, target, None if yb is None else yb[:k])  # multi-label 'actual': the positive label scored highest
-        mk = None if mk_all is None else mk_all[done:done+k].to(xb.device)
-        bx = None if bx_all is None else bx_all[done:done+k].to(xb.device)
-        if mk is None and bx is not None: mk = boxes_to_masks(bx, xb.shape[-2:])
-        t = ifnone(tol, 15/224*max(xb.shape[-2:] if mk is None else mk.shape[-2:]))  # Zhang et al.'s 15 px at 224 px
-        for nm,mt in zip(names, meths):
-            if progress: pb.comment = nm
-            if pre is not None and nm==names[first]: maps = pre[0][done:done+k].to(xb.device)
-            elif isinstance(mt, str): maps = baseline_maps[mt](xb, ids)
-            elif not hasattr(mt, 'compute'): maps = mt(xb)
-            else: maps = explain(m, xb, mt, target=idx, **{**_no_bar(mt), **kws.get(nm, {})})
-            r,cv = _scores(learn, xb, saliency(maps), idx, mk, bx, metrics, t, thresh, steps, bs)
-            items[nm].append(r)
-            for kk,v in cv.items(): curves[nm].setdefault(kk, []).append(v)
-        done += k
-        if done>=n: break
-    items = {nm:pd.DataFrame({k:torch.cat([r[k] for r in rs]).numpy() for k in metrics}) for nm,rs in items.items()}
-    curves = {nm:{k:torch.cat(v) for k,v in cv.items()} for nm,cv in curves.items()}
-    df = pd.DataFrame([[float(np.nanmean(d[k].values.astype(np.float64))) if len(d) else float('nan') for k in metrics] for d in items.values()],
-                      index=names, columns=metrics)
-    df.index.name = 'method'
-    return CAMEvaluation(df, items, curves, done)
-
-
-# %% ../nbs/08_metrics.ipynb #5ba9ce3a
-@patch
-def evaluate_cams(self:Learner, dl=None, masks=None, boxes=None, methods=('gradcam','uniform','random'), **kwargs):
-    "Trust metrics of `methods` over `dl` (default: the validation set), one row per method (see `evaluate_cams`)"
-    return evaluate_cams(self, dl, masks, boxes, methods, **kwargs)
-
-@patch
-def cam_sanity_check(self:Learner, x, method='gradcam', **kwargs):
-    "Cascading randomisation check of `method` on `x`, on a copy of the model (see `sanity_check`)"
-    return sanity_check(self, x, method, **kwargs)
+# %% ../nbs/08_metrics.ipynb #cc75be89
+# names that moved to their own modules still import from here (see `moved_names`)
+__getattr__ = moved_names(__name__, {**dict.fromkeys('baseline_maps trust_metrics CAMEvaluation evaluate_cams'.split(), 'evaluate'),
+                          **dict.fromkeys('cascade_blocks randomise_ SanityCheck sanity_check'.split(), 'sanity')})

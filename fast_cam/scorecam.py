@@ -7,10 +7,12 @@ Docs: https://fast-cam.github.io/fast_cam/scorecam.html.md"""
 # %% ../nbs/02a_scorecam.ipynb #cdd892e6
 from __future__ import annotations
 from .core import *
+from .targets import *
+from .capture import *
+from .layers import *
+from .methods import *
 from fastai.vision.all import *
 from fastprogress.fastprogress import progress_bar
-from .capture import *
-from .methods import *
 
 # %% auto #0
 __all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'ScoreCAM']
@@ -61,7 +63,8 @@ def _rows(o, sl, n):
 
 class ScoreCAM(CAMMethod):
     "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the channels likeliest to score high"
-    name,needs_grad,supports_all = 'scorecam',False,False  # C classes would cost C times the masked forwards: one target per item
+    name,needs_grad,supports_all = 'scorecam',False,False
+    options = ('bs','max_channels','select','fill','bar','fuse')  # C classes would cost C times the masked forwards: one target per item
     def __init__(self, bs=32, max_channels=None, select='taylor', fill='min', bar=None): store_attr()
 
     def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None, bar=None, fuse='max', reshape=None):
@@ -102,18 +105,16 @@ class ScoreCAM(CAMMethod):
             r = max(len(o) for o in per)
             J = torch.stack([o[torch.arange(r, device=a.device).clamp_max(len(o)-1)] for o in per], 1).flatten()
             I,step = torch.arange(n, device=a.device).repeat(r),max(1, bs//n)*n
-        scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
-        rng = range(0, len(I), step)
-        if bar or (bar is None and len(rng)>=20): rng = progress_bar(rng, leave=False)
         H,W = xb.shape[-2:]
-        with ModelState(m), torch.inference_mode():
-            for s in rng:
-                ii,jj = I[s:s+step],J[s:s+step]
-                mk = F.interpolate(masks[ii,jj][:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
-                out = run_model(m, (xb if n==1 else xb[ii])*mk)
-                if fn is None: sc = out.float().gather(1, idx[ii][:,None])[:,0]
-                else: sc = torch.cat([target_scores(fn, _rows(out, slice(j, j+n), len(ii)))[0] for j in range(0, len(ii), n)])
-                scores[ii,jj] = sc.to(a.dtype)
+        def _make(sl):
+            mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
+            return (xb if n==1 else xb[I[sl]])*mk
+        def _read(sl, out):
+            if fn is None: return out.float().gather(1, idx[I[sl]][:,None])[:,0].to(a.dtype)
+            r = sl.stop-sl.start
+            return torch.cat([target_scores(fn, _rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(a.dtype)
+        scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
+        scores[I,J] = batched_forward(m, _make, len(I), step, _read, bar or (bar is None and -(-len(I)//step)>=20))
         w = torch.zeros(n, k, device=a.device, dtype=a.dtype)
         for i in range(n):
             ch = chans[i]
@@ -125,7 +126,6 @@ class ScoreCAM(CAMMethod):
                 w[i] = full.softmax(0)
         with no_autocast(a): return F.relu(torch.einsum('nk,nkhw->nhw', w, a))  # the masked forwards ran under the user's autocast, the sum does not
 
-methods.update(scorecam=ScoreCAM())
 
 
 
