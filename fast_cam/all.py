@@ -10,8 +10,9 @@ __all__ = []
 # %% ../nbs/99_all.ipynb #078a926b
 import importlib
 # every module, in the order the data flows through them
-_mods = [importlib.import_module(f'fast_cam.{m}') for m in
-         ['core', 'inputs', 'targets', 'capture', 'layers', 'methods', 'scorecam', 'guided', 'learner', 'show', 'interpret', 'callback', 'gather', 'metrics', 'sanity', 'evaluate', 'data']]
+_mods = [importlib.import_module(f'fast_cam.{mod}') for mod in
+         ['core', 'inputs', 'targets', 'capture', 'layers', 'methods', 'scorecam', 'guided', 'learner', 'show',
+          'interpret', 'callback', 'gather', 'metrics', 'sanity', 'evaluate', 'data']]
 from .core import *
 from .inputs import *
 from .targets import *

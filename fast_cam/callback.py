@@ -27,21 +27,26 @@ def keep_rng():
 
 # %% ../nbs/07_callback.ipynb #4f343470
 def _fixed_batch(learn, items, n):
-    "Inputs, labels (or `None`) and items for `items`, or for the first `n` validation items, with the validation transforms"
+    "Inputs, labels (or `None`) and items for `items` (None: the first `n` validation items), validation transforms"
     dls = learn.dls
     if items is None:
         nv = len(dls.valid_ds)
-        if n>nv: raise InputError(f"n={n} fixed items were asked for, but the validation set has {nv}: pass a smaller `n`, or the items themselves with `items=`.")
+        if n>nv: raise InputError(f"n={n} fixed items were asked for, but the validation set has {nv}: "
+                                  "pass a smaller `n`, or the items themselves with `items=`.")
         its = dls.valid.items
         items = getattr(its, 'iloc', L(its))[list(range(n))]
-    if isinstance(items, Tensor) or (isinstance(items, tuple) and len(items) and isinstance(items[0], Tensor)): return to_batch(learn, items), None, None
+    if isinstance(items, Tensor) or (isinstance(items, tuple) and len(items) and isinstance(items[0], Tensor)):
+        return to_batch(learn, items), None, None
     if not (is_listy(items) or hasattr(items, 'iloc')): items = [items]
-    if not len(items): raise InputError("`items` is empty: pass at least one item, or `items=None` for the first `n` validation items.")
+    if not len(items):
+        raise InputError("`items` is empty: pass at least one item, "
+                         "or `items=None` for the first `n` validation items.")
     try:
         b = dls.test_dl(items, with_labels=True, bs=len(items), num_workers=0).one_batch()
         ys = b[1].as_subclass(Tensor).cpu() if len(b)>1 else None
         return to_batch(learn, b[0]), ys, items
-    except Exception: return to_batch(learn, list(items)), None, items  # items with no label in the data set's form: images only
+    # items with no label in the data set's form: images only
+    except Exception: return to_batch(learn, list(items)), None, items
 
 def _small(imgs):
     "Decoded images as uint8 when they are whole numbers in [0, 255]"
@@ -56,7 +61,8 @@ def _rgb(fig, dpi):
 class CAMHistory:
     "The maps, probabilities and explained classes of fixed items, one record per epoch (`epoch=-1`: before training)"
     def __init__(self, items, imgs, targs, vocab, method): store_attr(); self.records = []
-    def add(self, epoch, maps, probs, targets): self.records.append(dict(epoch=epoch, maps=maps, probs=probs, targets=targets))
+    def add(self, epoch, maps, probs, targets):
+        self.records.append(dict(epoch=epoch, maps=maps, probs=probs, targets=targets))
     def __len__(self): return len(self.records)
     def __getitem__(self, i): return self.records[i]
     def __repr__(self): return f"{type(self).__name__}({self.method}, {len(self.imgs)} items, epochs {self.epochs})"
@@ -76,7 +82,9 @@ class CAMHistory:
     def guided(self): return get_method(self.method).guided
 
     def _select(self, epochs):
-        if not self.records: raise CAMError("The history is empty: train with the callback first, e.g. `learn.fit(1, cbs=CAMCallback())`.")
+        if not self.records:
+            raise CAMError("The history is empty: train with the callback first, "
+                           "e.g. `learn.fit(1, cbs=CAMCallback())`.")
         if epochs is None: return self.records
         rs = [r for r in self.records if r['epoch'] in listify(epochs)]
         if not rs: raise CAMError(f"Nothing was recorded for epochs {epochs}: the recorded epochs are {self.epochs}.")
@@ -93,16 +101,19 @@ class CAMHistory:
             t,p = int(r['targets'][i]),r['probs'][i]
             c = t if t>=0 else int(p.argmax())
             ttl = f"{class_label(self.vocab, c)} {float(p[c]):.2f}"
-            show_map(self.imgs[i], r['maps'][i], self.guided, ax=ax, title=ttl, alpha=alpha, cmap=cmap, vmax=vmax[i], **kwargs)
+            show_map(self.imgs[i], r['maps'][i], self.guided, ax=ax, title=ttl, alpha=alpha, cmap=cmap, vmax=vmax[i],
+                     **kwargs)
             ax.title.set_fontsize(8)
-            if self.targs is not None and self.targs.ndim==1: ax.title.set_color('green' if int(p.argmax())==int(self.targs[i]) else 'red')
+            if self.targs is not None and self.targs.ndim==1:
+                ax.title.set_color('green' if int(p.argmax())==int(self.targs[i]) else 'red')
 
     def _grid(self, axs, rs, shared, alpha, cmap, **kwargs):
         vm,n = self._vmax(rs, shared),len(self.imgs)
         for j,r in enumerate(rs):
             row = axs[j*n:(j+1)*n]
             self._row(row, r, vm, alpha, cmap, **kwargs)
-            row[0].text(-.08, .5, self._ep(r['epoch']), transform=row[0].transAxes, rotation=90, ha='right', va='center', fontsize=9)
+            row[0].text(-.08, .5, self._ep(r['epoch']), transform=row[0].transAxes, rotation=90,
+                        ha='right', va='center', fontsize=9)
         return axs
 
     def show(self,
@@ -127,7 +138,8 @@ class CAMHistory:
         fig.savefig(fn, dpi=dpi, bbox_inches='tight', format='png')
         return fn
 
-    def save_gif(self, fn, epochs=None, shared=True, duration=700, alpha=0.6, cmap='magma', figsize=None, dpi=80, **kwargs):
+    def save_gif(self, fn, epochs=None, shared=True, duration=700, alpha=0.6, cmap='magma', figsize=None, dpi=80,
+                 **kwargs):
         "Save an animated GIF `fn`: one frame per recorded epoch, the items side by side, `duration` ms each"
         rs,n = self._select(epochs),len(self.imgs)
         vm,frames = self._vmax(rs, shared),[]
@@ -144,27 +156,32 @@ class CAMHistory:
 # %% ../nbs/07_callback.ipynb #0bea7ce3
 class CAMCallback(Callback):
     "Record the maps of fixed items after every `every` epochs in `learn.cam_history`, without changing training"
-    order,name,xs = Recorder.order+5,'cam_callback',None  # after the `Recorder`, before trackers that may end the fit in `after_epoch`
+    # after the `Recorder`, before trackers that may end the fit in `after_epoch`
+    order,name,xs = Recorder.order+5,'cam_callback',None
     _stateattrs = ('xs',)
     def __init__(self,
-                 items=None, # Items as in `dls.valid.items` (paths, indices...), images, or a tensor batch; None: the first `n` validation items
+                 items=None, # Items as in `dls.valid.items`, images, or a tensor batch; None: the first `n` valid items
                  n=4, # How many validation items when `items` is None
                  method='gradcam', # Any name in `fast_cam.methods`
                  layer=None, # None (automatic), an index path, a dotted name or a module
                  every=1, # Record every `every` epochs (and always after the last one)
-                 target=None, # None (predicted class), 'label' (each item's actual class), an int or vocab label, or one per item
+                 target=None, # None (predicted class), 'label' (actual class), an int or vocab label, or one per item
                  at_start=True, # Also record the maps before training (epoch -1) when the history is empty
                  reset=False, # Start a new history at each fit (otherwise, e.g. in `fine_tune`, the history continues)
                  **kwargs # Options of the method, as in `explain`
                 ):
-        if isinstance(every, bool) or not isinstance(every, int) or every<1: raise CAMError(f"`every` must be an int >= 1 (record every `every` epochs), got {every!r}.")
-        if items is None and (isinstance(n, bool) or not isinstance(n, int) or n<1): raise CAMError(f"`n` must be an int >= 1 (how many validation items to follow), got {n!r}.")
+        if isinstance(every, bool) or not isinstance(every, int) or every<1:
+            raise CAMError(f"`every` must be an int >= 1 (record every `every` epochs), got {every!r}.")
+        if items is None and (isinstance(n, bool) or not isinstance(n, int) or n<1):
+            raise CAMError(f"`n` must be an int >= 1 (how many validation items to follow), got {n!r}.")
         get_method(method)
-        if is_all(target): raise TargetError("CAMCallback follows one map per item: pass a single class, one per item, 'label' or None, not target='all'.")
+        if is_all(target): raise TargetError("CAMCallback follows one map per item: pass a single class, one per item, "
+                                             "'label' or None, not target='all'.")
         store_attr('items,n,method,layer,every,target,at_start,reset,kwargs')
         self.history,self.seen,self.trained = None,0,False
 
-    def before_fit(self): self.run = not hasattr(self.learn, 'lr_finder')  # the LR finder's trial weights are thrown away
+    # the LR finder's trial weights are thrown away
+    def before_fit(self): self.run = not hasattr(self.learn, 'lr_finder')
 
     # `learn.validate` and `get_preds` also send `before_fit` and `after_epoch`, but never `before_train`/`after_train`
     def before_train(self):
@@ -184,7 +201,9 @@ class CAMCallback(Callback):
         with keep_rng():
             xs,ys,items = _fixed_batch(self.learn, self.items, self.n)
             if self.history is None or self.reset:
-                self.history,self.seen = CAMHistory(items, _small(decode_batch(self.learn, xs)), ys, get_vocab(self.learn), get_method(self.method).name),0
+                self.history = CAMHistory(items, _small(decode_batch(self.learn, xs)), ys, get_vocab(self.learn),
+                                          get_method(self.method).name)
+                self.seen = 0
         self.xs = xs
         self.learn.cam_history = self.history
         try:
@@ -194,19 +213,25 @@ class CAMCallback(Callback):
     def _record(self, epoch):
         t = self.target
         if is_label(t):
-            if self.history.targs is None: raise no_labels(t, 'the fixed items have', "pass items in the data set's form (as in `dls.valid.items`)")
-            t = Labels(self.history.targs)  # multi-label: each item's positive label the model scores highest (see `resolve_target`)
+            if self.history.targs is None:
+                raise no_labels(t, 'the fixed items have',
+                                "pass items in the data set's form (as in `dls.valid.items`)")
+            # multi-label: each item's positive label the model scores highest (see `resolve_target`)
+            t = Labels(self.history.targs)
         # `explain` runs in eval mode (no BatchNorm update), takes no gradient of a parameter, and restores every flag
-        with keep_rng(): maps,probs = explain(self.learn, self.xs, self.method, t, self.layer, with_preds=True, **self.kwargs)
+        with keep_rng():
+            maps,probs = explain(self.learn, self.xs, self.method, t, self.layer, with_preds=True, **self.kwargs)
         probs = probs.float().cpu()
         rg = self.kwargs.get('region')
         tg = explained_classes(t if rg is None else SegTarget(t, rg), probs, self.history.vocab)
         tg = torch.full((len(probs),), -1) if tg is None else tg.cpu()  # -1: a callable target explains no single class
-        if probs.ndim==4: probs = probs.flatten(2).mean(2)  # segmentation: each class's share of the image, so `probs` stays [items, classes]
+        # segmentation: each class's share of the image, so `probs` stays [items, classes]
+        if probs.ndim==4: probs = probs.flatten(2).mean(2)
         self.history.add(epoch, maps.float().cpu(), probs, tg)
 
     def _hist(self):
-        if self.history is None: raise CAMError("Nothing recorded yet: train with the callback first, e.g. `learn.fit(1, cbs=cb)`.")
+        if self.history is None:
+            raise CAMError("Nothing recorded yet: train with the callback first, e.g. `learn.fit(1, cbs=cb)`.")
         return self.history
     def show(self, epochs=None, **kwargs):
         "`CAMHistory.show`"
@@ -221,4 +246,5 @@ class CAMCallback(Callback):
 
 # %% ../nbs/07_callback.ipynb #4bc9a4e1
 # names that moved to their own modules still import from here (see `moved_names`)
-__getattr__ = moved_names(__name__, {**dict.fromkeys('atomic_write GatherCAMsCallback distrib_info shard_dl'.split(), 'gather')})
+__getattr__ = moved_names(__name__,
+                          {**dict.fromkeys('atomic_write GatherCAMsCallback distrib_info shard_dl'.split(), 'gather')})

@@ -1,4 +1,4 @@
-"""The one hook engine every method shares: one forward, the activations of the chosen layers and, when asked, the gradients of the target scores with respect to them.
+"""The one hook engine every method shares: one forward, the chosen layers' activations and the gradients asked for.
 
 Docs: https://fast-cam.github.io/fast_cam/capture.html.md"""
 
@@ -15,21 +15,22 @@ __all__ = ['Captured', 'no_autocast', 'capture']
 
 # %% ../nbs/01_capture.ipynb #76caa1b4
 class Captured:
-    "What one `capture` run returns: activations, gradients (`[C,n,...]` per layer for `target='all'`), model output, target classes"
+    "What one `capture` returns: activations, gradients (`[C,n,...]` for `target='all'`), model output, target classes"
     def __init__(self, acts, grads, out, idx, xgrad=None, order=None, n_relu=0): store_attr()
     def __repr__(self):
-        return f"Captured(acts={[tuple(a.shape) for a in self.acts]}, grads={self.grads is not None}, xgrad={self.xgrad is not None})"
+        return (f"Captured(acts={[tuple(a.shape) for a in self.acts]}, grads={self.grads is not None}, "
+                f"xgrad={self.xgrad is not None})")
 
 
 # %% ../nbs/01_capture.ipynb #c629dd3f
 def _f32(t):
-    "Detached, and in float32 unless already float32 or float64: maps of half-precision (and autocast) models are computed in float32"
+    "Detached, and in float32 unless float32 or float64: maps of half-precision (and autocast) models are float32"
     t = t.detach()
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 def no_autocast(t):
-    "Context manager: `torch.autocast` off on `t`'s device, so the weighting and the sum run in float32 even inside the user's autocast"
-    # under autocast `einsum` and `@` would run in bfloat16/float16 again: off by about 1e-2, as if the model were half precision
+    "Context manager: `torch.autocast` off on `t`'s device, so the weighting and the sum run in float32"
+    # inside the user's autocast `einsum` and `@` would run in bfloat16/float16 again: off by about 1e-2
     return torch.autocast(t.device.type, enabled=False)
 
 def _detach_out(o):
@@ -41,78 +42,105 @@ def _detach_out(o):
 
 # %% ../nbs/01_capture.ipynb #69db1bf6
 def _class_grads(scores, acts, batched=True):
-    "Gradients `[C,n,...]` of each column of `scores` `[n,C]` with respect to each of `acts`: C backward passes on one graph, vmapped if `batched`"
+    "Gradients `[C,n,...]` of each column of `scores` `[n,C]` for each of `acts`: C backward passes on one graph"
     n,C = scores.shape
     if batched:
-        eye = torch.eye(C, device=scores.device, dtype=scores.dtype)[:,None].expand(C, n, C)  # row c selects class c of every item
-        try: return list(torch.autograd.grad(scores, acts, eye, retain_graph=True, allow_unused=True, is_grads_batched=True))
+        # row c of the batched grad_outputs selects class c of every item
+        eye = torch.eye(C, device=scores.device, dtype=scores.dtype)[:,None].expand(C, n, C)
+        try: return list(torch.autograd.grad(scores, acts, eye, retain_graph=True, allow_unused=True,
+                                             is_grads_batched=True))
         except RuntimeError as e:
-            warnings.warn(f"fast_cam: the batched backward for target='all' failed ({str(e).splitlines()[0][:100]}); looping over the {C} classes instead.")
+            warnings.warn(f"fast_cam: the batched backward for target='all' failed ({str(e).splitlines()[0][:100]}); "
+                          f"looping over the {C} classes instead.")
     gs = [torch.autograd.grad(scores[:,c].sum(), acts, retain_graph=True, allow_unused=True) for c in range(C)]
     return [None if g[0] is None else torch.stack(g) for g in zip(*gs)]
+
+_not_tensor_msg = ("Layer {name!r} returns a {kind}, not a tensor: pick a layer with a tensor output "
+                   "(see `arch_summary`).")
+_not_run_msg = ("Layer {name!r} did not run in the model's forward pass: pick a layer the model uses "
+                "(see `arch_summary`).")
+_no_path_msg = "The target scores do not depend on {which}: pick {what} on the path to the output."
+_ingrad_all_msg = ("Input gradients are taken for one target per item; target='all' is for the CAM methods "
+                   "(see `CAMMethod.supports_all`).")
+
+def _keep_hook(m, n, acts, grad, order=None):
+    "A forward hook that keeps a layer's output in `acts`, starting autograd there if `grad`, and hands a clone on"
+    def _hook(mod, i, out):
+        # a block that passes a tuple or list on (timm's selecsls) is read by its first tensor: the state it hands on
+        t = first_tensor(out, n)
+        if t is None: raise LayerError(_not_tensor_msg.format(name=module_name(m, mod), kind=type(out).__name__))
+        o = t
+        if grad and not torch.is_grad_enabled():
+            # nothing before the first captured layer needs a graph: start autograd here
+            o = o.detach().requires_grad_()
+            torch.set_grad_enabled(True)
+        acts[mod] = o
+        if order is not None: order.append(mod)
+        o = o.clone()  # an in-place op after the layer must not overwrite the activation kept
+        return o if out is t else type(out)(o if x is t else x for x in out)
+    return _hook
+
+def _guide_hooks(m, st):
+    "Forward hooks on every `nn.ReLU` of `m` whose gradient hook zeroes negative gradients while `st.guided`"
+    def _guide(g): return g.clamp(min=0) if st.guided else None
+    def _hook(mod, i, o):
+        if o.requires_grad: o.register_hook(_guide); st.n_relu += 1
+    return [(o, _hook) for o in m.modules() if isinstance(o, nn.ReLU)]
+
+def _trace_hooks(m, layers, order):
+    "Forward hooks that record the order the leaf modules of `m` (other than `layers`) run in"
+    leaves = [o for o in m.modules() if not any(True for _ in o.children()) and not any(o is l for l in layers)]
+    return [(o, lambda mod,i,out: order.append(mod)) for o in leaves]
+
+def _input(xb, ingrad):
+    "`xb` detached, out of inference mode, and requiring its gradient if `ingrad`"
+    x = xb.detach()
+    if x.is_inference(): x = x.clone()
+    return x.clone().requires_grad_() if ingrad else x
+
+def _layer_grads(scores, acts, batched, retain):
+    "Gradients of the target scores for each activation of `acts`, float32 (`[C,n,...]` for scores `[n,C]`)"
+    if not scores.requires_grad: raise LayerError(_no_path_msg.format(which='the chosen layer(s)', what='a layer'))
+    if scores.ndim==2: grads = _class_grads(scores, acts, batched)
+    else: grads = torch.autograd.grad(scores.sum(), acts, retain_graph=retain, allow_unused=True)
+    if any(g is None for g in grads):
+        raise LayerError(_no_path_msg.format(which='one of the chosen layers', what='layers'))
+    return [_f32(g) for g in grads]
 
 def capture(m, # A `Learner` or an `nn.Module`
             xb, # The normalised batch `[n,c,H,W]` the model takes (see `to_batch`)
             layers=(), # Modules whose outputs to keep (see `resolve_layer`)
-            target=None, # None (predicted class), int, vocab label, one per item, 'all' or `f(output) -> scores[n]` (see `target_scores`)
+            target=None, # None (predicted class), int, label, one per item, 'all' or `f(output) -> scores[n]`
             vocab=None, # Class labels, to read a label `target`
-            grad=True, # Also the gradients of the target scores with respect to the outputs of `layers` (`[C,n,...]` for `target='all'`)
+            grad=True, # Also the gradients of the target scores for the outputs of `layers` (`[C,n,...]` for 'all')
             guided=False, # Also the input gradients with negative gradients zeroed at each `nn.ReLU` (guided backprop)
             trace=False, # Record the order in which `layers` and the leaf modules ran, in `Captured.order`
             input_grad=False, # Also the plain gradients of the target scores with respect to `xb`
             batched=True # For `target='all'`: the C backward passes in one vmapped call (else a loop)
            ):
-    "One forward of `m` on `xb`: the outputs of `layers`, the model's output, the target classes and the gradients asked for, as a `Captured`"
-    m = as_model(m)
-    layers = list(layers)
-    acts,order,hs = {},[],[]
-    st = NS(guided=False, n_relu=0)
-    def _layer_hook(mod, i, out):
-        # a block that passes a tuple or list on (timm's selecsls) is read by its first tensor, the state it hands to the next block
-        t = first_tensor(out, len(xb))
-        if t is None: raise LayerError(f"Layer {module_name(m, mod)!r} returns a {type(out).__name__}, not a tensor: pick a layer with a tensor output (see `arch_summary`).")
-        o = t
-        if grad and not torch.is_grad_enabled():
-            # Nothing before the first captured layer needs a graph: start autograd here
-            o = o.detach().requires_grad_()
-            torch.set_grad_enabled(True)
-        acts[mod] = o
-        if trace: order.append(mod)
-        o = o.clone()  # an in-place op after the layer must not overwrite the activation we keep
-        return o if out is t else type(out)(o if x is t else x for x in out)
-    def _guide(g): return g.clamp(min=0) if st.guided else None
-    def _relu_hook(mod, i, o):
-        if o.requires_grad: o.register_hook(_guide); st.n_relu += 1
+    "One forward of `m` on `xb`: outputs of `layers`, the output, the target classes and the gradients asked for"
+    m,layers = as_model(m),list(layers)
+    acts,order,st = {},[],NS(guided=False, n_relu=0)
     ingrad = guided or input_grad
-    if ingrad and is_all(target): raise TargetError("Input gradients are taken for one target per item; target='all' is for the CAM methods (see `CAMMethod.supports_all`).")
+    if ingrad and is_all(target): raise TargetError(_ingrad_all_msg)
     with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad):
-        xin = xb.detach()
-        if xin.is_inference(): xin = xin.clone()
-        if ingrad: xin = xin.clone().requires_grad_()
+        xin,hs = _input(xb, ingrad),[]
+        keep = _keep_hook(m, len(xb), acts, grad, order if trace else None)
+        hooks = [(l, keep) for l in layers] + (_guide_hooks(m, st) if guided else [])
+        hooks += _trace_hooks(m, layers, order) if trace else []
         try:
-            for l in layers: hs.append(l.register_forward_hook(_layer_hook))
-            if guided: hs += [o.register_forward_hook(_relu_hook) for o in m.modules() if isinstance(o, nn.ReLU)]
-            if trace: hs += [o.register_forward_hook(lambda mod,i,out: order.append(mod)) for o in m.modules()
-                             if not any(True for _ in o.children()) and not any(o is l for l in layers)]
+            for mod,h in hooks: hs.append(mod.register_forward_hook(h))
             out = run_model(m, xin)
         finally:
             for h in hs: h.remove()
         missing = [l for l in layers if l not in acts]
-        if missing: raise LayerError(f"Layer {module_name(m, missing[0])!r} did not run in the model's forward pass: pick a layer the model uses (see `arch_summary`).")
-        need_scores = grad or ingrad or not is_all(target)
+        if missing: raise LayerError(_not_run_msg.format(name=module_name(m, missing[0])))
         with torch.set_grad_enabled(grad or ingrad):
-            scores,idx = target_scores(target, out, vocab) if need_scores else (None,None)
-        grads = xgrad = None
-        if grad and layers:
-            if not scores.requires_grad: raise LayerError("The target scores do not depend on the chosen layer(s): pick a layer on the path to the output.")
-            la = [acts[l] for l in layers]
-            if scores.ndim==2: grads = _class_grads(scores, la, batched)
-            else: grads = torch.autograd.grad(scores.sum(), la, retain_graph=ingrad, allow_unused=True)
-            if any(g is None for g in grads): raise LayerError("The target scores do not depend on one of the chosen layers: pick layers on the path to the output.")
-            grads = [_f32(g) for g in grads]
+            scores,idx = target_scores(target, out, vocab) if grad or ingrad or not is_all(target) else (None,None)
+        grads = _layer_grads(scores, [acts[l] for l in layers], batched, ingrad) if grad and layers else None
+        xgrad = None
         if ingrad:
-            st.guided = guided
+            st.guided = guided  # the ReLU hooks guide this backward only
             xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
         return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)
-
 

@@ -1,4 +1,4 @@
-"""`fast_cam demo` trains a small model on the synthetic shapes and draws everything; `fast_cam explain` draws heatmaps for a learner saved with `learn.export()`.
+"""`fast_cam demo` trains a small model on synthetic shapes and draws it; `fast_cam explain` maps an exported learner.
 
 Docs: https://fast-cam.github.io/fast_cam/cli.html.md"""
 
@@ -25,7 +25,8 @@ __all__ = ['run_demo', 'image_paths', 'load_exported', 'run_explain', 'fast_cam_
 
 # %% ../nbs/10_cli.ipynb #68fc5aff
 def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_overlays=24, seed=0, verbose=True):
-    "Train on `Shapes`, write the figures into `out`, return validation accuracy and peak-in-mask fraction (`pointing_game` with no tolerance)"
+    "Train on `Shapes`, write the figures into `out`, return validation accuracy and peak-in-mask fraction"
+    # peak-in-mask: `pointing_game` with no tolerance
     pr = print if verbose else noop
     out = Path(out); (out/'overlays').mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -38,7 +39,8 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
     meth = get_method(method)
     # heatmaps of the whole validation set in one pass (`get_cams`), scored against the true masks
     pr(f"{meth.name} maps of the {len(items)} validation images:", flush=True)
-    with learn.no_bar() if not verbose else contextlib.nullcontext(): maps = learn.get_cams(method=meth, with_preds=False)
+    with learn.no_bar() if not verbose else contextlib.nullcontext():
+        maps = learn.get_cams(method=meth, with_preds=False)
     pim = float(pointing_game(maps, shapes.masks[items]).float().mean())
     with learn.no_bar(): interp = CAMInterpretation.from_learner(learn)
     interp.plot_top_losses(k, method=meth)
@@ -50,35 +52,43 @@ def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_ove
     plt.savefig(out/'methods.png', dpi=110, bbox_inches='tight'); plt.close('all')
     for i in items[:n_overlays]:
         ax = learn.show_heatmap(shapes.images[i], method=meth, figsize=(3,3))[0]
-        plt.savefig(out/'overlays'/f'{i:05d}_{shapes.vocab[shapes.labels[i]]}.png', dpi=100, bbox_inches='tight'); plt.close('all')
+        plt.savefig(out/'overlays'/f'{i:05d}_{shapes.vocab[shapes.labels[i]]}.png', dpi=100, bbox_inches='tight')
+        plt.close('all')
     learn.export(out.absolute()/'learner.pkl')
     pr(f"trained in {t1-t0:.0f}s; validation accuracy {acc:.3f}")
     pr(f"{meth.name} peak inside the object mask: {pim:.3f} of {len(items)} validation images")
-    pr(f"wrote {out/'top_losses.png'}, {out/'methods.png'}, {out/'overlays'}/ ({min(n_overlays,len(items))} images), {out/'learner.pkl'} in {time.perf_counter()-t0:.0f}s")
+    pr(f"wrote {out/'top_losses.png'}, {out/'methods.png'}, {out/'overlays'}/ ({min(n_overlays,len(items))} images), "
+       f"{out/'learner.pkl'} in {time.perf_counter()-t0:.0f}s")
     return acc, pim
 
 # %% ../nbs/10_cli.ipynb #484e8936
 _globchars = set('*?[')
 
 def _check_image(f):
-    "'' if the image file `f` decodes to its end, else why not; a full decode finds what `verify()` misses, such as a JPEG cut short"
+    "'' if the image file `f` decodes to its end, else why not"
+    # a full decode finds what `verify()` misses, such as a JPEG cut short
     try:
         if not os.path.getsize(f): return 'not a readable image (empty file)'
         with Image.open(f) as im:
-            im.draft(im.mode, (1,1))  # a JPEG is decoded at 1/8 scale: every byte is still read, at a fraction of the cost
+            # a JPEG is decoded at 1/8 scale: every byte is still read, at a fraction of the cost
+            im.draft(im.mode, (1,1))
             im.load()
         return ''
     except Exception as e:
-        msg = str(e).replace(repr(str(f)), '').replace(str(f), '').strip(" :'")  # PIL names the file, which the list already does
+        # PIL names the file, which the list already does
+        msg = str(e).replace(repr(str(f)), '').replace(str(f), '').strip(" :'")
         return f"not a readable image ({type(e).__name__}{': '+msg if msg else ''})"
 
 def image_paths(paths):
-    "Image files from `paths` (files, folders searched recursively, glob patterns), in order, once each; and `(path, why)` for the rest"
+    "Image files from `paths` (files, folders searched recursively, globs), once each; `(path, why)` for the rest"
+    # in the order given
     good,bad,seen = [],[],set()
     for p in map(str, paths):
         if _globchars & set(p):
             hits = [Path(o) for o in sorted(glob.glob(p, recursive=True))]
-            hits = [f for o in hits for f in (get_image_files(o).sorted() if o.is_dir() else [o] if o.suffix.lower() in image_extensions else [])]
+            hits = [f for o in hits
+                    for f in (get_image_files(o).sorted() if o.is_dir()
+                              else [o] if o.suffix.lower() in image_extensions else [])]
             why = 'no image file matches this pattern'
         elif Path(p).is_dir(): hits,why = get_image_files(p).sorted(),'no image files in this folder'
         elif Path(p).exists(): hits,why = [Path(p)],''
@@ -86,53 +96,67 @@ def image_paths(paths):
         if not hits: bad.append((p, why)); continue
         for f in hits:
             if f.resolve() not in seen: seen.add(f.resolve()); good.append(f)
-    # every file decoded once up front (in threads: PIL's decoders release the GIL), so one broken file cannot stop a batch
-    whys = parallel(_check_image, good, n_workers=min(8, defaults.cpus), threadpool=True, progress=False) if good else []
+    # every file decoded once up front (in threads: PIL's decoders release the GIL),
+    # so one broken file cannot stop a batch
+    whys = (parallel(_check_image, good, n_workers=min(8, defaults.cpus), threadpool=True, progress=False)
+            if good else [])
     ok = [f for f,w in zip(good, whys) if not w]
     return ok,bad+[(str(f), w) for f,w in zip(good, whys) if w]
 
 def load_exported(learner):
     "The `Learner` saved in the file `learner` by `learn.export()`, on the CPU, or a `CAMError` that says what is wrong"
     p = Path(learner)
-    if not p.exists(): raise MissingFileError(f"Learner file not found: {str(p)!r}. Save one with `learn.export('learner.pkl')`.")
+    if not p.exists():
+        raise MissingFileError(f"Learner file not found: {str(p)!r}. Save one with `learn.export('learner.pkl')`.")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
             learn = load_learner(p, cpu=True)
     except Exception as e:
         why = (str(e).splitlines() or [''])[0][:80]
-        raise CAMError(f"{str(p)!r} is not a fastai Learner saved with `learn.export()` ({type(e).__name__}: {why}).") from None
-    if not isinstance(learn, Learner): raise CAMError(f"{str(p)!r} holds a {type(learn).__name__}, not a fastai Learner saved with `learn.export()`.")
+        raise CAMError(f"{str(p)!r} is not a fastai Learner saved with `learn.export()` "
+                       f"({type(e).__name__}: {why}).") from None
+    if not isinstance(learn, Learner):
+        raise CAMError(f"{str(p)!r} holds a {type(learn).__name__}, not a fastai Learner saved with `learn.export()`.")
     return learn
 
 def _with_errors(man, bad):
     "The manifest with an `error` column: '' for the images explained, then a row for each path left out, with why"
     man = man.assign(error='')
-    if bad: man = pd.concat([man, pd.DataFrame(dict(item=[p for p,_ in bad], error=[w for _,w in bad]))], ignore_index=True)
+    if bad:
+        man = pd.concat([man, pd.DataFrame(dict(item=[p for p,_ in bad], error=[w for _,w in bad]))], ignore_index=True)
     return man.astype({'idx':'Int64'}).fillna({c:'' for c in man.columns if c not in ('idx','probability')})
 
-def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='fast_cam_explain', bs=64, overlays=True, verbose=True, resume=False):
-    "Maps, overlays and `manifest.csv` in `out` for the images in `paths` (files, folders, globs), in batches through `get_cams`; returns the manifest and the bad paths"
+def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='fast_cam_explain', bs=64,
+                overlays=True, verbose=True, resume=False):
+    "Maps, overlays and `manifest.csv` in `out` for the images in `paths`; returns the manifest and the bad paths"
+    # `paths`: files, folders, globs; explained in batches through `get_cams`
     learn = load_exported(learner)
-    if isinstance(layer, str) and all(c.isdigit() or c in ',-' for c in layer): layer = [int(o) for o in layer.split(',')]
+    if isinstance(layer, str) and all(c.isdigit() or c in ',-' for c in layer):
+        layer = [int(o) for o in layer.split(',')]
     if isinstance(target, str) and target.lstrip('-').isdigit(): target = int(target)
     get_method(method)
     files,bad = image_paths(paths)
-    if not files: raise MissingFileError("No readable image among the paths given:\n" + '\n'.join(f"  {p}: {why}" for p,why in bad))
+    if not files:
+        raise MissingFileError("No readable image among the paths given:\n" +
+                               '\n'.join(f"  {p}: {why}" for p,why in bad))
     rank,_ = distrib_info()
     pr = print if verbose and rank==0 else noop
     pr(f"fast_cam explain: {len(files)} images, {get_method(method).name}", flush=True)
     dl = learn.dls.test_dl(files, bs=bs)
     t = time.perf_counter()
     with (contextlib.nullcontext() if verbose else learn.no_bar()):  # fastai's progress bar, batch by batch
-        man = learn.get_cams(dl, method, target, layer, out=out, overlays=overlays, with_preds=False, resume=resume, figsize=(4,4), dpi=100)
+        man = learn.get_cams(dl, method, target, layer, out=out, overlays=overlays, with_preds=False, resume=resume,
+                             figsize=(4,4), dpi=100)
     a = man.attrs
     man = _with_errors(man, bad)
     if rank==0: atomic_write(Path(out)/'manifest.csv', lambda f: man.to_csv(f, index=False))
     kept = f" ({a['kept']} already in {out} from an earlier run)" if resume else ''
-    pr(f"wrote {a['computed']} maps{' and overlays' if overlays else ''}{kept} and {Path(out)/'manifest.csv'} in {time.perf_counter()-t:.0f}s")
+    pr(f"wrote {a['computed']} maps{' and overlays' if overlays else ''}{kept} and {Path(out)/'manifest.csv'} "
+       f"in {time.perf_counter()-t:.0f}s")
     if bad and rank==0:
-        print(f"{len(bad)} path(s) skipped (also in manifest.csv, with their error):\n" + '\n'.join(f"  {p}: {why}" for p,why in bad), file=sys.stderr)
+        print(f"{len(bad)} path(s) skipped (also in manifest.csv, with their error):\n" +
+              '\n'.join(f"  {p}: {why}" for p,why in bad), file=sys.stderr)
     man.attrs = a
     return man,bad
 
@@ -152,16 +176,17 @@ def fast_cam_demo(out:str='fast_cam_demo', # Folder for the figures and the lear
 
 @call_parse
 def fast_cam_explain(learner:str, # A Learner file saved with `learn.export()`
-                     *paths:str, # Image files, folders (searched recursively) and glob patterns such as 'scans/**/*.png'
+                     *paths:str, # Image files, folders (searched recursively) and globs such as 'scans/**/*.png'
                      method:_method='gradcam', # Method
-                     layer:str=None, # Layer: an index path like 0,3, a dotted name, 'last' (the literature's), or automatic by default
+                     layer:str=None, # Index path like 0,3, dotted name, 'last' (the literature's); default: automatic
                      target:str=None, # Class (label or index) to explain; default the prediction
                      out:str='fast_cam_explain', # Folder for the maps, overlays and manifest.csv
                      bs:int=64, # Batch size
                      no_overlays:bool=False, # Write only the maps (.npy) and the manifest
-                     resume:bool=False, # Keep the images an interrupted run already wrote to --out, compute only the rest
-                     strict:bool=False): # Exit with status 1 when a path is skipped (otherwise skipped paths are only listed)
-    "Maps, heatmap overlays and a manifest for images, folders and globs with an exported fastai Learner; unreadable files are skipped and listed; runs under torchrun to share the work"
+                     resume:bool=False, # Keep what an interrupted run already wrote to --out, compute only the rest
+                     strict:bool=False): # Exit with status 1 when a path is skipped (otherwise they are only listed)
+    "Maps, heatmap overlays and a manifest for images, folders and globs with an exported fastai Learner"
+    # unreadable files are skipped and listed; runs under torchrun to share the work
     if not paths: raise CAMError("Give at least one image file, folder or glob after the learner file.")
     man,bad = run_explain(learner, paths, method, layer, target, out, bs, not no_overlays, resume=resume)
     if bad and strict: sys.exit(1)
@@ -172,8 +197,10 @@ def main():
     "Entry point of the `fast_cam` console script"
     cmd = sys.argv[1] if len(sys.argv)>1 else None
     if cmd not in _cmds:
-        print("usage: fast_cam {demo,explain} [options]\n  demo      train a small model on synthetic shapes and draw its heatmaps\n"
-              "  explain   maps, overlays and a manifest for images, folders and globs with a learner saved by learn.export()\n"
+        print("usage: fast_cam {demo,explain} [options]\n"
+              "  demo      train a small model on synthetic shapes and draw its heatmaps\n"
+              "  explain   maps, overlays and a manifest for images, folders and globs "
+              "with a learner saved by learn.export()\n"
               "Run 'fast_cam demo --help' or 'fast_cam explain --help' for the options.",
               file=sys.stderr if cmd else sys.stdout)
         sys.exit(0 if cmd in (None,'-h','--help') else 2)

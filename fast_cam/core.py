@@ -26,7 +26,8 @@ class InputError(CAMError):  "The input `x` is not something fast_cam can turn i
 class HeadError(CAMError):   "The model's head does not allow an exact CAM"
 class MissingFileError(InputError, FileNotFoundError): "An image path that does not exist"
 class CAMTypeError(CAMError, TypeError): "An argument of the wrong type (still a `TypeError`, as Python's own)"
-class ModelError(CAMError, RuntimeError): "The user's model itself failed on the input (the original error is its `__cause__`)"
+class ModelError(CAMError, RuntimeError):
+    "The user's model itself failed on the input (the original error is its `__cause__`)"
 
 def run_model(m, x):
     "`m(x)`, with a failure of the model itself raised as a `ModelError` that says what went in"
@@ -34,16 +35,20 @@ def run_model(m, x):
     except CAMError: raise  # fast_cam's own hooks speak for themselves
     except Exception as e:
         why = (str(e).splitlines() or [''])[0][:160]
-        raise ModelError(f"The model's forward failed on an input of shape {tuple(x.shape)} ({type(e).__name__}: {why}). "
-                         "Check that the input has the size and channels the model was trained on: image files and PIL images go through "
-                         "`dls.test_dl`, which resizes them; tensors are passed to the model as they are.") from e
+        raise ModelError(f"The model's forward failed on an input of shape {tuple(x.shape)} "
+                         f"({type(e).__name__}: {why}). "
+                         "Check that the input has the size and channels the model was trained on: "
+                         "image files and PIL images go through `dls.test_dl`, which resizes them; "
+                         "tensors are passed to the model as they are.") from e
 
 # %% ../nbs/00_core.ipynb #28006cef
 def as_model(o):
     "The `nn.Module` behind a `Learner` (or `o` itself)"
     m = getattr(o, 'model', o)
-    if isinstance(m, nn.parallel.DistributedDataParallel): m = m.module  # inside `learn.distrib_ctx()` or after `accelerate.prepare`
-    if not isinstance(m, nn.Module): raise CAMTypeError(f"Expected a fastai Learner or an nn.Module, got {type(o).__name__}")
+    # inside `learn.distrib_ctx()` or after `accelerate.prepare`
+    if isinstance(m, nn.parallel.DistributedDataParallel): m = m.module
+    if not isinstance(m, nn.Module):
+        raise CAMTypeError(f"Expected a fastai Learner or an nn.Module, got {type(o).__name__}")
     return m
 
 # %% ../nbs/00_core.ipynb #ee6c793a
@@ -57,26 +62,30 @@ def get_module(m, layer):
     m = as_model(m)
     if isinstance(layer, nn.Module):
         if any(layer is o for o in m.modules()): return layer
-        raise LayerError(f"The module {type(layer).__name__} passed as `layer` is not part of this model. Pass one of its own modules, an index path or a dotted name (see `arch_summary`).")
+        raise LayerError(f"The module {type(layer).__name__} passed as `layer` is not part of this model. "
+                         "Pass one of its own modules, an index path or a dotted name (see `arch_summary`).")
     if isinstance(layer, str):
         try: return m.get_submodule(layer)
         except AttributeError:
             names = [n for n,_ in m.named_modules() if n]
             hint = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
-            raise LayerError(f"The model has no module named {layer!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else "")
+            did = f" Did you mean {', '.join(map(repr,hint))}?" if hint else ""
+            raise LayerError(f"The model has no module named {layer!r}." + did
                              + " Run `arch_summary(learn)` to see the names and index paths.") from None
     if isinstance(layer, int) and not isinstance(layer, bool): layer = [layer]
-    if isinstance(layer, (list,tuple)) and len(layer) and all(isinstance(i,int) and not isinstance(i,bool) for i in layer):
+    if (isinstance(layer, (list,tuple)) and len(layer)
+        and all(isinstance(i,int) and not isinstance(i,bool) for i in layer)):
         cur,done = m,[]
         for i in layer:
             kids = list(cur.children())
             if not -len(kids) <= i < len(kids):
                 where = f"model{done}" if done else "the model"
-                raise LayerError(f"Index path {list(layer)}: {where} has {len(kids)} children, so index {i} is out of range. "
-                                 "Run `arch_summary(learn)` to see the valid paths.")
+                raise LayerError(f"Index path {list(layer)}: {where} has {len(kids)} children, "
+                                 f"so index {i} is out of range. Run `arch_summary(learn)` to see the valid paths.")
             cur = kids[i]; done.append(i)
         return cur
-    raise CAMTypeError(f"`layer` must be None, an index path like [0, 7], a dotted name like 'layer4', or an nn.Module; got {layer!r}")
+    raise CAMTypeError("`layer` must be None, an index path like [0, 7], a dotted name like 'layer4', "
+                       f"or an nn.Module; got {layer!r}")
 
 # %% ../nbs/00_core.ipynb #15826d16
 def module_name(m, mod):
@@ -87,16 +96,19 @@ def module_name(m, mod):
 def model_device(m):
     "Device and floating dtype of `m`'s first parameter (CPU float32 if it has none)"
     p = next(as_model(m).parameters(), None)
-    return (p.device, p.dtype if p.is_floating_point() else torch.float32) if p is not None else (torch.device('cpu'), torch.float32)
+    if p is None: return (torch.device('cpu'), torch.float32)
+    return (p.device, p.dtype if p.is_floating_point() else torch.float32)
 
 # %% ../nbs/00_core.ipynb #9eef024c
 class ModelState:
     "Context manager: put `m` in eval mode and restore every module's `training` flag on exit"
     def __init__(self, m): self.m = m
     def __enter__(self):
-        self.modes = [o for o in self.m.modules() if o.training]  # only these change: no cost for a model already in eval
+        # only these change: no cost for a model already in eval
+        self.modes = [o for o in self.m.modules() if o.training]
         if self.modes:
-            # `with` calls no `__exit__` when `__enter__` raises: a module's own `train` that fails half-way must not leave the rest in eval
+            # `with` calls no `__exit__` when `__enter__` raises:
+            # a module's own `train` that fails half-way must not leave the rest in eval
             try: self.m.eval()
             except BaseException: self.__exit__(); raise
         return self
@@ -106,23 +118,26 @@ class ModelState:
 
 # %% ../nbs/00_core.ipynb #707ebeaa
 def first_tensor(o, n=None):
-    "`o` if it is a tensor, else the first tensor of a tuple or list output with `n` items (selecsls blocks pass lists on, TNT's pixel tokens come first), else `None`"
+    "`o` if it is a tensor, else the first tensor of a tuple or list output with `n` items, else `None`"
+    # selecsls blocks pass lists on, TNT's pixel tokens come first
     if isinstance(o, Tensor): return o
-    if isinstance(o, (tuple,list)): return next((t for t in o if isinstance(t, Tensor) and (n is None or (t.ndim and len(t)==n))), None)
+    if isinstance(o, (tuple,list)):
+        return next((t for t in o if isinstance(t, Tensor) and (n is None or (t.ndim and len(t)==n))), None)
     return None
 
 
 # %% ../nbs/00_core.ipynb #71d784ea
 @contextmanager
 def probe_input(m, xb):
-    "A random input of one item of `xb`'s shape, on `m`'s device and dtype; the user's random state is restored afterwards"
+    "A random input of one item of `xb`'s shape, on `m`'s device and dtype; the user's random state is kept"
     dev,dt = model_device(m)
     # `xb`'s channels, not `in_channels`: tresnet's first conv follows a space-to-depth stem
     with torch.random.fork_rng(devices=[dev] if dev.type=='cuda' else []):
         yield torch.empty(1, *xb.shape[1:], device=dev, dtype=dt).uniform_(-1., 1.)
 
 def dry_run(m, mods, xb):
-    "`(shape, order)` of each of `mods`: its output shape (of its first tensor for a tuple; `None` if none) and when it finished, in one forward of `m` at `xb`'s size"
+    "`(shape, order)` of each of `mods`: its output shape and when it finished, in one forward of `m` at `xb`'s size"
+    # the shape is that of the output's first tensor for a tuple; `None` if it has none
     cnt = itertools.count()
     def _shape(o, i, out):
         t = first_tensor(out, 1)
@@ -139,10 +154,12 @@ def bar_if(it, show=True, **kwargs):
     return progress_bar(it, leave=False, **kwargs) if show else it
 
 def batched_forward(m, make, n, bs=64, read=None, bar=False):
-    "`torch.cat` of `read(sl, out)` (default: `out` in float32) for the model's output on the inputs `make(sl)` of rows `sl`, `bs` of `n` at a time, in eval mode and without autograd"
+    "`torch.cat` of `read(sl, out)` for the model's outputs on `make(sl)`, `bs` of the `n` rows `sl` at a time"
+    # `read` defaults to `out` in float32; the forwards run in eval mode and without autograd
     read = ifnone(read, lambda sl,o: o.float())
+    sls = (slice(s, min(s+bs, n)) for s in bar_if(range(0, n, bs), bar))
     with ModelState(m), torch.inference_mode():
-        return torch.cat([read(sl, run_model(m, make(sl))) for sl in (slice(s, min(s+bs, n)) for s in bar_if(range(0, n, bs), bar))])
+        return torch.cat([read(sl, run_model(m, make(sl))) for sl in sls])
 
 def batch_outputs(m, xb, bs=64):
     "The model's outputs for the batch `xb` in float32, `bs` items at a time, in eval mode and without autograd"
@@ -158,26 +175,32 @@ def min_max_scale(maps, eps=1e-12, dims=(-2,-1)):
 def as_hw(size):
     "`(H, W)` from an int or a pair of positive ints"
     if isinstance(size, int) and not isinstance(size, bool) and size>0: return (size,size)
-    if isinstance(size, (tuple,list,torch.Size)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size): return tuple(size)
+    if isinstance(size, (tuple,list,torch.Size)) and len(size)==2 and all(isinstance(o,int) and o>0 for o in size):
+        return tuple(size)
     raise CAMError(f"A size must be an int or (H, W), both positive; got {size!r}.")
 
 def upsample(maps, size, mode='bilinear'):
     "Resize maps `[...,h,w]` to `size` (an int or `(H,W)`)"
     size = as_hw(size)
     sh = maps.shape
-    o = F.interpolate(maps.reshape(-1,1,*sh[-2:]).float(), size=size, mode=mode, **({} if mode=='nearest' else {'align_corners':False}))
+    kw = {} if mode=='nearest' else {'align_corners':False}
+    o = F.interpolate(maps.reshape(-1,1,*sh[-2:]).float(), size=size, mode=mode, **kw)
     return o.reshape(*sh[:-2], *size)
 
 # %% ../nbs/00_core.ipynb #f2d13049
 import importlib
 
 def moved_names(module, moved):
-    "A `__getattr__` for `module` under which each name in `moved` (name -> the fast_cam module now holding it) still imports"
+    "A `__getattr__` for `module` under which each name in `moved` still imports"
+    # `moved`: name -> the fast_cam module now holding it
     def __getattr__(name):
         if name in moved: return getattr(importlib.import_module(f'fast_cam.{moved[name]}'), name)
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
     return __getattr__
 
-__getattr__ = moved_names(__name__, {**dict.fromkeys('MIN_SIDE arch_summary layer_candidates token_hw map_layout map_side token_net token_grid grid_like token_layer unet_layer cam_layer resolve_layer'.split(), 'layers'),
-                          **dict.fromkeys('takes_channels image_type to_batch'.split(), 'inputs'),
-                          **dict.fromkeys('get_vocab is_all is_label is_custom multi_label Labels labels_target resolve_target target_scores region_masks SegTarget'.split(), 'targets')})
+_moved = {'layers': 'MIN_SIDE arch_summary layer_candidates token_hw map_layout map_side token_net token_grid '
+                    'grid_like token_layer unet_layer cam_layer resolve_layer',
+          'inputs': 'takes_channels image_type to_batch',
+          'targets': 'get_vocab is_all is_label is_custom multi_label Labels labels_target resolve_target '
+                     'target_scores region_masks SegTarget'}
+__getattr__ = moved_names(__name__, {n:mod for mod,ns in _moved.items() for n in ns.split()})

@@ -1,4 +1,4 @@
-"""A localisation data set made on the fly: one shape per image on a cluttered background, with its mask and box, so we can *measure* whether a heatmap is right.
+"""A localisation data set made on the fly: one shape per image, its mask and box, to *measure* if a heatmap is right.
 
 Docs: https://fast-cam.github.io/fast_cam/data.html.md"""
 
@@ -52,8 +52,10 @@ class ShapesLabel(Transform):
 
 # %% ../nbs/09_data.ipynb #3fbf968d
 class Shapes:
-    "`n` synthetic images of one shape each, with class `labels`, pixel `masks` and `boxes` (x0,y0,x1,y1), reproducible by `seed`"
-    def __init__(self, n=3000, size=64, seed=0, vocab=('circle','cross','square','triangle'), max_rot=15, n_distractors=(3,7)):
+    "`n` synthetic images of one shape each, with class `labels`, pixel `masks` and `boxes` (x0,y0,x1,y1)"
+    # reproducible by `seed`
+    def __init__(self, n=3000, size=64, seed=0, vocab=('circle','cross','square','triangle'), max_rot=15,
+                 n_distractors=(3,7)):
         store_attr('n,size,seed')
         self.vocab = list(vocab)
         rng = np.random.default_rng(seed)
@@ -61,7 +63,8 @@ class Shapes:
         # background: a smooth random texture plus pixel noise
         low = (rng.uniform(50, 150, (n,1,1,1)) + rng.uniform(-35, 35, (n,4,4,3))).astype(np.float32)
         bg = F.interpolate(torch.from_numpy(low).permute(0,3,1,2), size=(s,s), mode='bicubic', align_corners=False)
-        bg = (bg.permute(0,2,3,1).numpy() + rng.integers(-20, 21, (n,s,s,3), dtype=np.int16)).clip(0,255).astype(np.uint8)
+        bg = bg.permute(0,2,3,1).numpy() + rng.integers(-20, 21, (n,s,s,3), dtype=np.int16)
+        bg = bg.clip(0,255).astype(np.uint8)
         self.labels = rng.integers(0, len(self.vocab), n)
         self.images,self.masks = np.empty((n,s,s,3), np.uint8),np.zeros((n,s,s), bool)
         self.boxes = np.zeros((n,4), np.int64)
@@ -69,7 +72,9 @@ class Shapes:
             im = Image.fromarray(bg[i]); d = ImageDraw.Draw(im)
             for _ in range(rng.integers(*n_distractors)):  # distractors: lines and dots
                 c = tuple(int(v) for v in rng.integers(0, 256, 3))
-                if rng.random()<.5: d.line([tuple(rng.uniform(0, s, 2)), tuple(rng.uniform(0, s, 2))], fill=c, width=int(rng.integers(1,3)))
+                if rng.random()<.5:
+                    d.line([tuple(rng.uniform(0, s, 2)), tuple(rng.uniform(0, s, 2))], fill=c,
+                           width=int(rng.integers(1,3)))
                 else:
                     x,y,r = *rng.uniform(0, s, 2), rng.uniform(1.5, 3.5)
                     d.ellipse([x-r,y-r,x+r,y+r], fill=c)
@@ -90,7 +95,8 @@ class Shapes:
 
     def dls(self, bs=64, valid_pct=0.2, seed=42, **kwargs):
         "fastai `DataLoaders` over the indices `0..n-1`, so `dl.items` index `masks`, `boxes` and `labels`"
-        db = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=self.vocab)), get_x=ShapesImage(self), get_y=ShapesLabel(self),
+        db = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=self.vocab)),
+                       get_x=ShapesImage(self), get_y=ShapesLabel(self),
                        splitter=RandomSplitter(valid_pct, seed=seed), batch_tfms=Normalize.from_stats(*imagenet_stats))
         dls = db.dataloaders(list(range(self.n)), bs=bs, num_workers=0, **kwargs)
         dls.shapes = self
@@ -108,13 +114,14 @@ class Shapes:
 # %% ../nbs/09_data.ipynb #91ad20a3
 def shapes_cnn(n_out=4, nf=32):
     "A small CNN `Sequential(body, head)` with a CAM-exact head (GAP → Flatten → Linear)"
-    body = nn.Sequential(ConvLayer(3, nf, stride=2), ConvLayer(nf, nf*2, stride=2), ConvLayer(nf*2, nf*4, stride=2), ConvLayer(nf*4, nf*4))
+    body = nn.Sequential(ConvLayer(3, nf, stride=2), ConvLayer(nf, nf*2, stride=2), ConvLayer(nf*2, nf*4, stride=2),
+                         ConvLayer(nf*4, nf*4))
     return nn.Sequential(body, nn.Sequential(nn.AdaptiveAvgPool2d(1), Flatten(), nn.Linear(nf*4, n_out)))
 
 # %% ../nbs/09_data.ipynb #6085630d
 def fit_cached(learn, name, epochs, lr, quiet=True, cache=False):
-    "Fit `learn` with one-cycle, or with `cache=True` load the weights a previous fit saved as `name` in ~/.cache/fast_cam (or $FAST_CAM_CACHE)"
-    # so docs pages and benchmarks share one training run
+    "Fit `learn` with one-cycle, or with `cache=True` load the weights a previous fit saved as `name`"
+    # in ~/.cache/fast_cam (or $FAST_CAM_CACHE), so docs pages and benchmarks share one training run
     f = Path(os.environ.get('FAST_CAM_CACHE', '~/.cache/fast_cam')).expanduser()/f'{name}.pth'
     if cache and f.exists():
         learn.model.load_state_dict(torch.load(f, map_location='cpu'))
@@ -138,7 +145,7 @@ def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True
 
 # %% ../nbs/09_data.ipynb #98a7ca77
 class ShapesMask(Transform):
-    "Index -> `PILMask` of a `Shapes` data set: 0 for the background, 1+class on the object's pixels (see `Shapes.codes`)"
+    "Index -> `PILMask` of a `Shapes` data set: 0 for the background, 1+class on the object (see `Shapes.codes`)"
     def __init__(self, shapes): self.shapes = shapes
     def encodes(self, i:int): return PILMask.create(self.shapes.seg_mask(i))
     def __getstate__(self): return {**self.__dict__, 'shapes': None}
@@ -164,10 +171,13 @@ def seg_dls(self:Shapes, bs=16, valid_pct=0.2, seed=42, **kwargs):
 
 
 # %% ../nbs/09_data.ipynb #712d239d
-def shapes_unet_learner(n=300, epochs=6, lr=3e-3, size=64, seed=0, bs=16, arch=resnet18, quiet=True, cache=False, **kwargs):
-    "A fastai `unet_learner(arch, pretrained=False)` trained on the segmentation masks of `Shapes(n)`; `learn.dls.shapes` holds the data set"
+def shapes_unet_learner(n=300, epochs=6, lr=3e-3, size=64, seed=0, bs=16, arch=resnet18, quiet=True, cache=False,
+                        **kwargs):
+    "A fastai `unet_learner(arch, pretrained=False)` trained on the segmentation masks of `Shapes(n)`"
+    # `learn.dls.shapes` holds the data set
     set_seed(seed, reproducible=True)
     dls = Shapes(n, size=size, seed=seed).seg_dls(bs=bs)
     learn = unet_learner(dls, arch, pretrained=False, n_out=len(dls.vocab), metrics=foreground_acc, **kwargs)
-    return fit_cached(learn, f'shapes_unet_{arch.__name__}_{n}_{epochs}_{lr}_{size}_{seed}_{bs}', epochs, lr, quiet, cache)
+    name = f'shapes_unet_{arch.__name__}_{n}_{epochs}_{lr}_{size}_{seed}_{bs}'
+    return fit_cached(learn, name, epochs, lr, quiet, cache)
 

@@ -11,12 +11,10 @@ from .inputs import *
 from .targets import *
 from .methods import get_method
 from .learner import explain
-from .show import show_heatmap, decode_batch, to_hwc
-from .gather import get_cams
+from .gather import *  # `Learner.get_cams`
 from .metrics import *
 from .sanity import *
 from fastai.vision.all import *
-from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['baseline_maps', 'trust_metrics', 'CAMEvaluation', 'evaluate_cams']
@@ -34,13 +32,15 @@ def _random(xb, i):
     H,W = xb.shape[-2:]
     return torch.stack([torch.rand(H, W, generator=torch.Generator().manual_seed(int(j))) for j in i]).to(xb.device)
 
-baseline_maps = {'uniform': lambda xb,i: torch.ones(len(xb), *xb.shape[-2:], device=xb.device), 'random': _random, 'edge': _edge}
+def _uniform(xb, i): return torch.ones(len(xb), *xb.shape[-2:], device=xb.device)
+
+baseline_maps = {'uniform': _uniform, 'random': _random, 'edge': _edge}
 trust_metrics = ('pointing','peak_in_mask','energy','box_iou','loc_acc','deletion','insertion','avg_drop','avg_inc')
 _loc_metrics = ('pointing','peak_in_mask','energy','box_iou','loc_acc')
 
 # %% ../nbs/08b_evaluate.ipynb #2130050f
 class CAMEvaluation:
-    "What `evaluate_cams` returns: `df` (one row per method, one column per metric), `items` (per-item scores) and `curves`; shows as its table"
+    "What `evaluate_cams` returns, shown as its table `df` (methods × metrics); `items` (per item) and `curves`"
     def __init__(self, df, items, curves, n): store_attr()
     def __repr__(self): return repr(self.df)
     def _repr_html_(self): return self.df._repr_html_()
@@ -51,15 +51,17 @@ class CAMEvaluation:
         methods = [k for k in self.curves if methods is None or k in L(methods)]
         kinds = [k for k in L(kinds) if any(k in self.curves[mt] for mt in methods)]
         if not kinds: raise CAMError("No curves to plot: include 'deletion' or 'insertion' in `metrics`.")
-        if axs is None: _,axs = plt.subplots(1, len(kinds), figsize=ifnone(figsize, (4.5*len(kinds), 3.2)), squeeze=False)
+        figsize = ifnone(figsize, (4.5*len(kinds), 3.2))
+        if axs is None: _,axs = plt.subplots(1, len(kinds), figsize=figsize, squeeze=False)
         for ax,k in zip(np.ravel(axs), kinds):
             for mt in methods:
                 c = self.curves[mt].get(k)
                 if c is None: continue
                 ax.plot(np.linspace(0, 1, c.shape[1]), c.mean(0).numpy(), label=f'{mt} ({float(auc(c).mean()):.3f})',
                         ls='--' if mt in baseline_maps else '-')
-            ax.set_xlabel(f"fraction of pixels {'removed' if k=='deletion' else 'inserted'}"); ax.set_ylabel('probability')
-            ax.set_title(f"{k} ({'lower' if k=='deletion' else 'higher'} is better)", fontsize=10); ax.legend(fontsize=7)
+            ax.set_xlabel(f"fraction of pixels {'removed' if k=='deletion' else 'inserted'}")
+            ax.set_ylabel('probability'); ax.legend(fontsize=7)
+            ax.set_title(f"{k} ({'lower' if k=='deletion' else 'higher'} is better)", fontsize=10)
         return axs
 
 # %% ../nbs/08b_evaluate.ipynb #4f8e4c8b
@@ -74,7 +76,8 @@ def _truth(learn, dl, masks, boxes, n):
         masks,boxes = sh.masks[idx],sh.boxes[idx]
     def _t(o, what):
         t = o if isinstance(o, Tensor) else torch.as_tensor(np.asarray(o))
-        if len(t)<n: raise TruthError(f"Got {len(t)} {what} for {n} items: pass one per item of the DataLoader, in its order.")
+        if len(t)<n:
+            raise TruthError(f"Got {len(t)} {what} for {n} items: pass one per item of the DataLoader, in its order.")
         return t[:n].cpu()
     return (None if masks is None else _t(masks, 'masks').bool()),(None if boxes is None else _t(boxes, 'boxes'))
 
@@ -87,7 +90,8 @@ def _scores(learn, xb, maps, idx, mk, bx, metrics, tol, thresh, steps, bs):
         if 'peak_in_mask' in metrics: r['peak_in_mask'] = pointing_game(maps, mk, 0)
         if 'energy' in metrics: r['energy'] = energy_pointing_game(maps, mk)
     if bx is not None and ('box_iou' in metrics or 'loc_acc' in metrics):
-        iou = box_iou(cam_to_box(maps, mk.shape[-2:], thresh), bx)  # `mk` is there whenever `bx` is: masks of the boxes if need be
+        # `mk` is there whenever `bx` is: masks of the boxes if need be
+        iou = box_iou(cam_to_box(maps, mk.shape[-2:], thresh), bx)
         if 'box_iou' in metrics: r['box_iou'] = iou
         if 'loc_acc' in metrics: r['loc_acc'] = (iou>=.5).float()
     for k in ('deletion','insertion'):
@@ -98,11 +102,67 @@ def _scores(learn, xb, maps, idx, mk, bx, metrics, tol, thresh, steps, bs):
     return {k:v.detach().float().cpu() for k,v in r.items() if k in metrics},{k:v.cpu() for k,v in cv.items()}
 
 # %% ../nbs/08b_evaluate.ipynb #b469156b
+_no_truth_msg = ("The localisation metrics need the objects' masks or boxes: pass `masks=` (boolean [n,H,W]) "
+                 "or `boxes=` ([n,4] as x0,y0,x1,y1), one per item of the DataLoader in its order, "
+                 "or keep only metrics=['deletion', 'insertion', 'avg_drop', 'avg_inc'].")
+
+def _eval_dl(learn, dl, n):
+    "The DataLoader to score, in order and whole, and how many of its items"
+    dl = ifnone(dl, getattr(getattr(learn, 'dls', None), 'valid', None))
+    if dl is None: raise CAMError("Pass `dl=`: this Learner has no validation DataLoader.")
+    if hasattr(dl, 'new'): dl = dl.new(shuffle=False, drop_last=False)
+    total = len(dl.dataset) if hasattr(dl, 'dataset') else None
+    n = total if n is None else n if total is None else min(n, total)
+    if n is None: raise CAMError("This DataLoader has no length: pass `n=`.")
+    return dl,n
+
+def _check_metrics(metrics, mk, bx):
+    "The metric names asked for, checked against `trust_metrics` and against the truth there is"
+    metrics = list(L(ifnone(metrics, trust_metrics)))
+    bad = [k for k in metrics if k not in trust_metrics]
+    if bad: raise CAMError(f"Unknown metric(s) {', '.join(map(repr,bad))}. Available: {', '.join(trust_metrics)}.")
+    if mk is None and bx is None and any(k in _loc_metrics for k in metrics): raise TruthError(_no_truth_msg)
+    return metrics
+
+def _eval_methods(methods):
+    "Names and methods: a `CAMMethod`, a baseline's name, or a function `f(xb) -> maps`"
+    def _name(o):
+        return o if isinstance(o, str) else getattr(o, 'name', None) or getattr(o, '__name__', type(o).__name__)
+    def _plain(o): return (isinstance(o, str) and o in baseline_maps) or (callable(o) and not hasattr(o, 'compute'))
+    names,meths = [_name(o) for o in L(methods)],[o if _plain(o) else get_method(o) for o in L(methods)]
+    if len(set(names))<len(names): raise CAMError(f"Each method must appear once; got {names}.")
+    return names,meths
+
+def _batch_maps(meth, m, xb, ids, idx, kws):
+    "The maps of one method or baseline for the batch `xb` (items `ids`), explaining the classes `idx`"
+    if isinstance(meth, str): return baseline_maps[meth](xb, ids)
+    if not hasattr(meth, 'compute'): return meth(xb)
+    return explain(m, xb, meth, target=idx, **{**meth.quiet(), **kws})
+
+def _first_pass(learn, dl, n, names, meths, target, kws):
+    "`(i, (maps, preds, targs))` of the first CAM method `i` by one `get_cams` pass; `(None, None)` if there is none"
+    # the first CAM method's maps and the predictions come from one forward per batch, as for a whole data set
+    first = next((i for i,mt in enumerate(meths) if hasattr(mt, 'compute')), None)
+    if first is None or not isinstance(learn, Learner) or not hasattr(dl, 'new') or is_custom(target) or is_all(target):
+        return None,None
+    meth = meths[first]
+    kws = {**meth.quiet(), **kws.get(names[first], {})}
+    with learn.no_bar(): return first,learn.get_cams(dl.new(n=n), meth, target, **kws)
+
+def _summary(items, curves, names, metrics):
+    "Per-item scores as DataFrames, the curves, and the table of their means (NaNs left out)"
+    items = {nm:pd.DataFrame({k:torch.cat([r[k] for r in rs]).numpy() for k in metrics}) for nm,rs in items.items()}
+    curves = {nm:{k:torch.cat(v) for k,v in cv.items()} for nm,cv in curves.items()}
+    mean = lambda d,k: float(np.nanmean(d[k].values.astype(np.float64))) if len(d) else float('nan')
+    df = pd.DataFrame([[mean(d, k) for k in metrics] for d in items.values()], index=names, columns=metrics)
+    df.index.name = 'method'
+    return df,items,curves
+
 def evaluate_cams(learn, # A fastai `Learner`
                   dl=None, # The DataLoader to score; default the validation set
-                  masks=None, # Object masks `[n,H,W]` (or boxes `[n,4]`) in the order of `dl`'s items (default: `Shapes`' own)
+                  masks=None, # Object masks `[n,H,W]` (or boxes `[n,4]`) in `dl`'s order (default: `Shapes`' own)
                   boxes=None, # Object boxes `[n,4]` `(x0,y0,x1,y1)` in the order of `dl`'s items
-                  methods=('gradcam','uniform','random'), # Method names, `CAMMethod`s, baseline names or functions `f(xb) -> maps`
+                  methods=('gradcam','uniform','random'), # Names, `CAMMethod`s, baselines or functions `f(xb) -> maps`
                   metrics=None, # Names from `trust_metrics` (default: all)
                   target=None, # None (predicted class), 'actual' (the labels), or any class target `explain` takes
                   n=None, # Score only the first `n` items
@@ -113,65 +173,44 @@ def evaluate_cams(learn, # A fastai `Learner`
                   method_kwargs=None, # Options per method, e.g. `{'scorecam': dict(max_channels=32)}`
                   progress=None # Show a progress bar; default: unless inside `learn.no_bar()`
                  ):
-    "Trust metrics of each of `methods` over `dl`: a `CAMEvaluation` showing one row per method, one column per metric"
+    "Trust metrics of each of `methods` over `dl`: a `CAMEvaluation`, one row per method, one column per metric"
     m = as_model(learn)
-    dl = ifnone(dl, getattr(getattr(learn, 'dls', None), 'valid', None))
-    if dl is None: raise CAMError("Pass `dl=`: this Learner has no validation DataLoader.")
-    if hasattr(dl, 'new'): dl = dl.new(shuffle=False, drop_last=False)
-    total = len(dl.dataset) if hasattr(dl, 'dataset') else None
-    n = total if n is None else n if total is None else min(n, total)
-    if n is None: raise CAMError("This DataLoader has no length: pass `n=`.")
+    dl,n = _eval_dl(learn, dl, n)
     shp = tuple(getattr(masks, 'shape', None) or np.shape(masks))
     if boxes is None and len(shp)==2 and shp[-1]==4: masks,boxes = None,masks  # boxes passed in the place of masks
     mk_all,bx_all = _truth(learn, dl, masks, boxes, n)
     if bx_all is None and mk_all is not None: bx_all = mask_to_box(mk_all)
-    metrics = list(L(ifnone(metrics, trust_metrics)))
-    bad = [k for k in metrics if k not in trust_metrics]
-    if bad: raise CAMError(f"Unknown metric(s) {', '.join(map(repr,bad))}. Available: {', '.join(trust_metrics)}.")
-    if mk_all is None and bx_all is None and any(k in _loc_metrics for k in metrics):
-        raise TruthError("The localisation metrics need the objects' masks or boxes: pass `masks=` (boolean [n,H,W]) or `boxes=` ([n,4] as x0,y0,x1,y1), "
-                         f"one per item of the DataLoader in its order, or keep only metrics={['deletion','insertion','avg_drop','avg_inc']}.")
-    names = [o if isinstance(o, str) else getattr(o, 'name', None) or getattr(o, '__name__', type(o).__name__) for o in L(methods)]
-    meths = [o if (isinstance(o, str) and o in baseline_maps) or (callable(o) and not hasattr(o, 'compute')) else get_method(o) for o in L(methods)]
-    if len(set(names))<len(names): raise CAMError(f"Each method must appear once; got {names}.")
+    metrics = _check_metrics(metrics, mk_all, bx_all)
+    names,meths = _eval_methods(methods)
     kws = ifnone(method_kwargs, {})
     items,curves = {k:[] for k in names},{k:{} for k in names}
-    # the first CAM method's maps and the predictions come from one `get_cams` pass: one forward per batch, as for a whole data set
-    first = next((i for i,mt in enumerate(meths) if hasattr(mt, 'compute')), None) if isinstance(learn, Learner) and hasattr(dl, 'new') else None
-    pre = None
-    if first is not None and not (is_custom(target) or is_all(target)):
-        with learn.no_bar():
-            pre = learn.get_cams(dl.new(n=n), meths[first], target, **{**meths[first].quiet(), **kws.get(names[first], {})})
+    first,pre = _first_pass(learn, dl, n, names, meths, target, kws)
     done = 0
-    progress = ifnone(progress, any(isinstance(cb, ProgressCallback) for cb in getattr(learn, 'cbs', [])))  # off inside `learn.no_bar()`
+    # off inside `learn.no_bar()`
+    progress = ifnone(progress, any(isinstance(cb, ProgressCallback) for cb in getattr(learn, 'cbs', [])))
     pb = bar_if(dl, progress, total=-(-n//dl.bs) if getattr(dl, 'bs', None) else None)
     for b in pb:
         xb,yb = (b[0],b[1] if len(b)>1 else None) if isinstance(b, (tuple,list)) else (b,None)
         xb = to_batch(m, xb[:n-done])
         k,ids = len(xb),torch.arange(done, done+len(xb))
-        out = batch_outputs(m, xb, bs) if pre is None else pre[1][done:done+k].to(xb.device)  # probabilities: the same classes as the logits
-        idx = explained_classes(target, out, get_vocab(learn), None if yb is None else yb[:k], need='The metrics')  # multi-label 'actual': the positive label scored highest
+        # probabilities from `get_cams`: the same classes as the logits
+        out = batch_outputs(m, xb, bs) if pre is None else pre[1][done:done+k].to(xb.device)
+        # multi-label 'actual': the positive label scored highest
+        idx = explained_classes(target, out, get_vocab(learn), None if yb is None else yb[:k], need='The metrics')
         mk = None if mk_all is None else mk_all[done:done+k].to(xb.device)
         bx = None if bx_all is None else bx_all[done:done+k].to(xb.device)
         if mk is None and bx is not None: mk = boxes_to_masks(bx, xb.shape[-2:])
         t = ifnone(tol, 15/224*max(xb.shape[-2:] if mk is None else mk.shape[-2:]))  # Zhang et al.'s 15 px at 224 px
-        for nm,mt in zip(names, meths):
+        for i,(nm,mt) in enumerate(zip(names, meths)):
             if progress: pb.comment = nm
-            if pre is not None and nm==names[first]: maps = pre[0][done:done+k].to(xb.device)
-            elif isinstance(mt, str): maps = baseline_maps[mt](xb, ids)
-            elif not hasattr(mt, 'compute'): maps = mt(xb)
-            else: maps = explain(m, xb, mt, target=idx, **{**mt.quiet(), **kws.get(nm, {})})
+            if i==first: maps = pre[0][done:done+k].to(xb.device)
+            else: maps = _batch_maps(mt, m, xb, ids, idx, kws.get(nm, {}))
             r,cv = _scores(learn, xb, saliency(maps), idx, mk, bx, metrics, t, thresh, steps, bs)
             items[nm].append(r)
             for kk,v in cv.items(): curves[nm].setdefault(kk, []).append(v)
         done += k
         if done>=n: break
-    items = {nm:pd.DataFrame({k:torch.cat([r[k] for r in rs]).numpy() for k in metrics}) for nm,rs in items.items()}
-    curves = {nm:{k:torch.cat(v) for k,v in cv.items()} for nm,cv in curves.items()}
-    df = pd.DataFrame([[float(np.nanmean(d[k].values.astype(np.float64))) if len(d) else float('nan') for k in metrics] for d in items.values()],
-                      index=names, columns=metrics)
-    df.index.name = 'method'
-    return CAMEvaluation(df, items, curves, done)
+    return CAMEvaluation(*_summary(items, curves, names, metrics), done)
 
 
 # %% ../nbs/08b_evaluate.ipynb #5ba9ce3a

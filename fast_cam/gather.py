@@ -1,4 +1,4 @@
-"""`learn.get_cams`: the maps of a whole DataLoader in one forward per batch, streamed to disk, resumable, shared across processes.
+"""`learn.get_cams`: a DataLoader's maps, one forward per batch, streamed to disk, resumable, shared across processes.
 
 Docs: https://fast-cam.github.io/fast_cam/gather.html.md"""
 
@@ -22,12 +22,14 @@ __all__ = ['atomic_write', 'GatherCAMsCallback', 'distrib_info', 'shard_dl']
 def _size(size):
     if size is None or size=='input': return size
     try: return as_hw(size)
-    except CAMError: raise CAMError(f"`size` must be None (feature resolution), 'input', an int or (H, W); got {size!r}.") from None
+    except CAMError:
+        raise CAMError(f"`size` must be None (feature resolution), 'input', an int or (H, W); got {size!r}.") from None
 
 def _tmp(p): return p.with_name(f'.{p.name}.tmp')
 
 def atomic_write(p, write):
-    "Write the file `p` by `write(tmp)` into a temporary file beside it, then `os.replace`: a killed run leaves the old file or none, never half of one"
+    "Write the file `p` by `write(tmp)` into a temporary file beside it, then `os.replace` it into place"
+    # a killed run leaves the old file or none, never half of one
     p = Path(p); tmp = _tmp(p)
     try: write(tmp); os.replace(tmp, p)
     except BaseException: tmp.unlink(missing_ok=True); raise
@@ -46,15 +48,17 @@ def _save_csv(p, rows):
 def _item_name(items, i):
     "The item `i` of a DataLoader's `items` and the stem of its files: `{i:05d}`, or `{i:05d}_{stem}` for a file"
     it = (items.index[i] if hasattr(items, 'iloc') else items[i]) if items is not None else i
-    return it, f'{i:05d}_{it.stem}' if isinstance(it, Path) else f'{i:05d}'  # files keep their name, after the index that makes it unique
+    # files keep their name, after the index that makes it unique
+    return it, f'{i:05d}_{it.stem}' if isinstance(it, Path) else f'{i:05d}'
 
 _MISSING = object()
 
 class GatherCAMsCallback(Callback):
-    "Compute each batch's maps in the forward of a `get_preds` run (one forward per batch); gather them on the CPU and/or write them to `out`"
+    "Compute each batch's maps in the forward of a `get_preds` run; gather them on the CPU and/or write them to `out`"
+    # one forward per batch
     order,run_train,name = 90,False,'gather_cams'  # last before the forward: the batch as every other callback left it
-    def __init__(self, method='gradcam', target=None, layer=None, size=None, out=None, overlays=False, keep=True, n=None,
-                 alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, part='manifest.part0', **kwargs):
+    def __init__(self, method='gradcam', target=None, layer=None, size=None, out=None, overlays=False, keep=True,
+                 n=None, alpha=0.6, cmap='magma', figsize=(3,3), dpi=80, part='manifest.part0', **kwargs):
         store_attr('method,target,layer,overlays,keep,n,alpha,cmap,figsize,dpi,part,kwargs')
         self.size,self.out = _size(size),None if out is None else Path(out)
         self.m,self.maps,self.idxs,self.nrows = None,[],None,0
@@ -65,7 +69,8 @@ class GatherCAMsCallback(Callback):
         self.idxs = list(self.dl.get_idxs()) if hasattr(self.dl, 'get_idxs') else None
         t,n = self.target,ifnone(self.n, self.dl.n)
         if isinstance(t, (list,tuple,np.ndarray,Tensor)) and len(t)!=n:
-            raise TargetError(f"Got {len(t)} targets for a DataLoader of {n} items: pass one target per item, or a single class.")
+            raise TargetError(f"Got {len(t)} targets for a DataLoader of {n} items: "
+                              "pass one target per item, or a single class.")
         if self.out is not None: self.out.mkdir(parents=True, exist_ok=True)
 
     def _target(self, ii):
@@ -105,7 +110,7 @@ class GatherCAMsCallback(Callback):
     def after_cancel_batch(self): self._restore()
 
     def _save(self, xb, ii, maps, probs, t):
-        "Each map (and overlay) to its own file, then the batch's manifest rows to one part file, all written atomically"
+        "Each map (and overlay) to its own file, then the batch's manifest rows to one part file, all atomically"
         vocab,items = get_vocab(self.learn),getattr(self.dl, 'items', None)
         lbl = partial(class_label, vocab)
         ys = self.yb[0].as_subclass(Tensor).cpu() if len(self.yb) else None
@@ -116,16 +121,20 @@ class GatherCAMsCallback(Callback):
         for j,i in enumerate(ii):
             p = int(probs[j].argmax())
             it,nm = _item_name(items, i)
-            row = dict(idx=i, item=str(it),
-                       actual='' if ys is None else lbl(int(ys[j])) if ys.ndim==1 else ';'.join(lbl(int(c)) for c in ys[j].nonzero()[:,0]), predicted=lbl(p), probability=float(probs[j,p]),
-                       explained='' if tg is None else lbl(int(tg[j])), map=f'{nm}.npy', overlay=f'{nm}.png' if self.overlays else '')
+            act = ('' if ys is None else lbl(int(ys[j])) if ys.ndim==1
+                   else ';'.join(lbl(int(c)) for c in ys[j].nonzero()[:,0]))
+            row = dict(idx=i, item=str(it), actual=act, predicted=lbl(p), probability=float(probs[j,p]),
+                       explained='' if tg is None else lbl(int(tg[j])), map=f'{nm}.npy',
+                       overlay=f'{nm}.png' if self.overlays else '')
             _save_npy(self.out/row['map'], maps[j].numpy())
             if self.overlays:
                 fig,axs = offscreen_fig(1, 1, self.figsize)
                 c = p if tg is None else int(tg[j])
                 ttl = class_titles(vocab, tensor([c]), probs[j:j+1])[0]
-                show_map(None if imgs is None else imgs[j], maps[j], guided, ax=axs[0], title=ttl, alpha=self.alpha, cmap=self.cmap)
-                atomic_write(self.out/row['overlay'], lambda f: fig.savefig(f, dpi=self.dpi, bbox_inches='tight', format='png'))
+                show_map(None if imgs is None else imgs[j], maps[j], guided, ax=axs[0], title=ttl,
+                         alpha=self.alpha, cmap=self.cmap)
+                atomic_write(self.out/row['overlay'],
+                             lambda f: fig.savefig(f, dpi=self.dpi, bbox_inches='tight', format='png'))
             rows.append(row)
         # the rows come last: an item has a manifest row only once its files are whole, which is what `resume` trusts
         _save_csv(self.out/f'{self.part}.{self.nb:05d}.csv', rows)
@@ -137,7 +146,8 @@ class GatherCAMsCallback(Callback):
 def _local(b, cpu=True, gather=True): return to_detach(b, cpu, gather=False)
 
 def distrib_info(device=None):
-    "`(rank, world_size)` of a `torchrun` or `accelerate launch` job, starting the default process group if the script has not; `(0, 1)` in one process"
+    "`(rank, world_size)` of a `torchrun` or `accelerate launch` job; `(0, 1)` in one process"
+    # starts the default process group if the script has not
     ws = int(os.environ.get('WORLD_SIZE', 1))
     if ws<=1 or not dist.is_available(): return 0,1
     if not dist.is_initialized():
@@ -146,11 +156,13 @@ def distrib_info(device=None):
     return dist.get_rank(),dist.get_world_size()
 
 def shard_dl(dl, rank, world, idxs=None):
-    "The part of `dl` (or of its items `idxs`) that process `rank` of `world` explains: a contiguous block in data set order, so each item is in exactly one"
+    "The part of `dl` (or of its items `idxs`) that process `rank` of `world` explains"
+    # a contiguous block in data set order, so each item is in exactly one
     idxs = list(range(dl.n)) if idxs is None else list(idxs)
     lo,hi = rank*len(idxs)//world,(rank+1)*len(idxs)//world
     sub = dl.new(get_idxs=_ConstantFunc(idxs[lo:hi]), n=hi-lo, shuffle=False, drop_last=False)
-    sub.to_detach = _local  # fastai would all-gather every batch across the processes: the results are merged once, at the end
+    # fastai would all-gather every batch across the processes: the results are merged once, at the end
+    sub.to_detach = _local
     return sub
 
 def _cat(xs):
@@ -162,10 +174,11 @@ def _cat(xs):
 _cols = ['idx','item','actual','predicted','probability','explained','map','overlay']
 
 def _read_csv(f):
-    with open(f, newline='') as fh: return list(csv.DictReader(fh))  # plain `csv`: one small part per batch, so thousands of files
+    # plain `csv`: one small part per batch, so thousands of files
+    with open(f, newline='') as fh: return list(csv.DictReader(fh))
 
 def _rows(out, base):
-    "The manifest rows in `out`, as text, from `manifest.csv` (when `base`) and the part files after it: the newest row of each item"
+    "The newest manifest row of each item in `out`, as text, from `manifest.csv` (when `base`) and the part files"
     fs = ([out/'manifest.csv'] if base else []) + sorted(out.glob('manifest.part*.csv'))
     df = pd.DataFrame([r for f in fs if f.exists() for r in _read_csv(f)]).reindex(columns=_cols).fillna('').astype(str)
     df = df[df.idx.str.fullmatch(r'\d+')]  # the rows `fast_cam explain` adds for unreadable files have no idx
@@ -177,24 +190,28 @@ def _loads(p):
     except Exception: return False
 
 def _done(out, dl, overlays):
-    "The rows of an earlier run into `out` that `resume` keeps: the same item at the same index, its map whole (and its overlay there)"
+    "The rows of an earlier run into `out` that `resume` keeps"
+    # the same item at the same index, its map whole (and its overlay there)
     items,keep = getattr(dl, 'items', None),[]
     for r in _rows(out, base=True).itertuples(index=False):
         i = int(r.idx)
         if i>=dl.n: continue
         it,nm = _item_name(items, i)
-        if r.map!=f'{nm}.npy' or (isinstance(it, (str,Path,int,np.integer)) and r.item!=str(it)): continue  # another item there now
+        # another item there now
+        if r.map!=f'{nm}.npy' or (isinstance(it, (str,Path,int,np.integer)) and r.item!=str(it)): continue
         if overlays and not (r.overlay and (out/r.overlay).exists()): continue
         if _loads(out/r.map): keep.append(r._asdict())
     return pd.DataFrame(keep, columns=_cols)
 
 def _start(out, dl, resume, overlays):
-    "Before any map is computed: clear what a killed run left half-done; with `resume`, fold the finished items into `manifest.csv`"
-    for p in out.glob('.*.tmp'): p.unlink(missing_ok=True)  # temporary files of a run killed mid-write: never read as maps
+    "Clear what a killed run left half-done; with `resume`, fold the finished items into `manifest.csv`"
+    # before any map is computed. Temporary files of a run killed mid-write: never read as maps
+    for p in out.glob('.*.tmp'): p.unlink(missing_ok=True)
     if resume:
         df = _done(out, dl, overlays)
         atomic_write(out/'manifest.csv', lambda f: df.to_csv(f, index=False))
-    for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)  # without `resume`, an earlier run's rows are not this run's
+    # without `resume`, an earlier run's rows are not this run's
+    for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)
 
 def _merge_manifest(out, resume):
     "One `manifest.csv` in data set order: the processes' parts, after the kept rows of `manifest.csv` when resuming"
@@ -203,62 +220,93 @@ def _merge_manifest(out, resume):
     atomic_write(out/'manifest.csv', lambda f: df.to_csv(f, index=False))
     for p in out.glob('manifest.part*.csv'): p.unlink(missing_ok=True)
 
+def _check_cams_args(method, target, size, out, overlays, resume, with_preds):
+    "A `CAMError` for arguments of `get_cams` that do not go together"
+    get_method(method); _size(size)
+    if overlays and out is None:
+        raise CAMError("`overlays=True` draws the overlays into a folder: pass `out=` as well.")
+    if overlays and is_all(target): raise CAMError("Overlays need one map per item: target='all' gives one per class.")
+    if resume and (out is None or with_preds):
+        raise CAMError("`resume=True` continues a run streamed to a folder, and returns its manifest: "
+                       "pass `out=` and `with_preds=False`.")
+
+def _prepare_out(out, dl, resume, overlays, rank, world):
+    "Make `out` ready (see `_start`), and the items still to compute when resuming (`None`: all of them)"
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    if rank==0: _start(out, dl, resume, overlays)
+    if world>1: dist.barrier()
+    if not resume: return None
+    # every process reads the same finished items, so they share out the same missing ones
+    done = set(pd.read_csv(out/'manifest.csv', usecols=['idx']).idx.tolist())
+    return [i for i in range(dl.n) if i not in done]
+
+def _share(dl, rank, world, todo):
+    "This process's part of `dl`: a contiguous block of the items `todo` (default: all) under several processes"
+    if world>1: return shard_dl(dl, rank, world, todo)
+    if todo is not None and len(todo)<dl.n:
+        return dl.new(get_idxs=_ConstantFunc(todo), n=len(todo), shuffle=False, drop_last=False)
+    return dl
+
+def _all_gather(maps, preds, targs, world):
+    "Every process gets the whole `(maps, preds, targs)`, in data set order"
+    parts = [None]*world
+    dist.all_gather_object(parts, (maps, preds, targs))
+    return [_cat([p[k] for p in parts]) for k in range(3)]
+
+def _finish_out(out, resume, nrows, rank, world):
+    "After every process wrote its part: one `manifest.csv`; the rows each process wrote"
+    nrows = [nrows]*world
+    if world>1: dist.barrier(); dist.all_gather_object(nrows, nrows[rank])
+    if rank==0: _merge_manifest(out, resume)
+    if world>1: dist.barrier()
+    return nrows
+
 @patch
 def get_cams(self:Learner,
              dl=None, # A DataLoader; None: the validation set (`ds_idx=1`)
              method='gradcam', # Any name in `fast_cam.methods`
-             target=None, # None (predicted class), 'label' (actual class), an int or vocab label, one per item, or a callable
+             target=None, # None (predicted), 'label' (actual class), an int or vocab label, one per item, a callable
              layer=None, # None (automatic), an index path, a dotted name or a module
              size=None, # None: feature resolution; 'input', an int or (H, W): upsampled batch by batch
-             with_preds=True, # Also return predictions and targets, as `get_preds` does; False with `out`: stream the maps to disk
-             out=None, # A folder for the maps (`{idx:05d}.npy`, or `{idx:05d}_{stem}.npy` for files), `manifest.csv` and the overlays
+             with_preds=True, # Also return preds and targets, as `get_preds`; False with `out`: stream maps to disk
+             out=None, # A folder for the maps (`{idx:05d}.npy`, `{idx:05d}_{stem}.npy`), `manifest.csv`, overlays
              overlays=False, # Also draw a PNG overlay per map in `out` (slow on large sets)
-             resume=False, # With `out` and `with_preds=False`: keep the items an interrupted run finished in `out`, compute the rest
+             resume=False, # With `out`, `with_preds=False`: keep what an interrupted run finished, compute the rest
              ds_idx=1, # The DataLoader of `dls` to use when `dl` is None
              **kwargs # Options of the method (as in `explain`), and `alpha`, `cmap`, `figsize`, `dpi` of the overlays
             ):
-    "Maps for a whole DataLoader, one forward per batch, in data set order, on the CPU; with `with_preds`, `(maps, preds, targs)` as from `get_preds`"
-    get_method(method); _size(size)
-    if overlays and out is None: raise CAMError("`overlays=True` draws the overlays into a folder: pass `out=` as well.")
-    if overlays and is_all(target): raise CAMError("Overlays need one map per item: target='all' gives one per class.")
-    if resume and (out is None or with_preds):
-        raise CAMError("`resume=True` continues a run streamed to a folder, and returns its manifest: pass `out=` and `with_preds=False`.")
+    "Maps for a whole DataLoader, in data set order, on the CPU; with `with_preds`, `(maps, preds, targs)`"
+    # one forward per batch; `preds` and `targs` as from `get_preds`
+    _check_cams_args(method, target, size, out, overlays, resume, with_preds)
     ov = {k:kwargs.pop(k) for k in ('alpha','cmap','figsize','dpi') if k in kwargs}
     if dl is None: dl = self.dls[ds_idx].new(shuffle=False, drop_last=False)
-    if type(dl).__name__=='DistributedDL': dl = dl.dl  # inside `learn.distrib_ctx()`: shared between the processes below, not twice
-    if getattr(dl, 'n', None) is None: raise CAMError("get_cams needs a DataLoader with a length (a fastai `DataLoader` over a data set).")
+    # inside `learn.distrib_ctx()`: shared between the processes below, not twice
+    if type(dl).__name__=='DistributedDL': dl = dl.dl
+    if getattr(dl, 'n', None) is None:
+        raise CAMError("get_cams needs a DataLoader with a length (a fastai `DataLoader` over a data set).")
     rank,world = distrib_info(getattr(dl, 'device', None))
-    n,stream,todo = dl.n,out is not None and not with_preds,None
-    if out is not None:
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        if rank==0: _start(out, dl, resume, overlays)
-        if world>1: dist.barrier()
-        if resume:  # every process reads the same finished items, so they share out the same missing ones
-            done = set(pd.read_csv(out/'manifest.csv', usecols=['idx']).idx.tolist())
-            todo = [i for i in range(n) if i not in done]
-    if world>1: dl = shard_dl(dl, rank, world, todo)
-    elif todo is not None and len(todo)<n: dl = dl.new(get_idxs=_ConstantFunc(todo), n=len(todo), shuffle=False, drop_last=False)
-    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, keep=not stream, n=n, part=f'manifest.part{rank}', **ov, **kwargs)
+    n,stream = dl.n,out is not None and not with_preds
+    todo = None if out is None else _prepare_out(out, dl, resume, overlays, rank, world)
+    dl = _share(dl, rank, world, todo)
+    cb = GatherCAMsCallback(method, target, layer, size, out, overlays, keep=not stream, n=n,
+                            part=f'manifest.part{rank}', **ov, **kwargs)
     kw = dict(with_preds=False, with_targs=False) if stream else {}  # streaming keeps nothing per item in memory
     preds = targs = None
-    # `learn.distrib_ctx()` would wrap the model and re-shard the DataLoader inside `get_preds`: the items are shared out above
+    # `learn.distrib_ctx()` would wrap the model and re-shard the DataLoader inside `get_preds`:
+    # the items are shared out above
     dtc = [c for c in self.cbs if type(c).__name__=='DistributedTrainer']
     try:
-        with ModelState(self.model), self.removed_cbs(dtc), self.no_bar() if rank else contextlib.nullcontext():  # `get_preds` would leave the model in eval mode
+        # `ModelState`: `get_preds` would leave the model in eval mode
+        with ModelState(self.model), self.removed_cbs(dtc), self.no_bar() if rank else contextlib.nullcontext():
             if dl.n: preds,targs = self.get_preds(dl=dl, cbs=cb, reorder=world==1 and n==dl.n, **kw)
     finally: cb.after_validate()
     maps = torch.cat(cb.maps) if cb.maps else None
-    if world==1 and maps is not None and cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]  # the order `get_preds` returns
-    if world>1 and not stream:  # every process gets the whole result, in data set order
-        parts = [None]*world
-        dist.all_gather_object(parts, (maps, preds, targs))
-        maps,preds,targs = [_cat([p[k] for p in parts]) for k in range(3)]
-    nrows = [cb.nrows]*world
-    if out is not None:
-        if world>1: dist.barrier(); dist.all_gather_object(nrows, cb.nrows)
-        if rank==0: _merge_manifest(out, resume)
-        if world>1: dist.barrier()
+    # the order `get_preds` returns
+    if world==1 and maps is not None and cb.idxs is not None: maps = maps[tensor(cb.idxs).argsort()]
+    if world>1 and not stream: maps,preds,targs = _all_gather(maps, preds, targs, world)
+    nrows = [cb.nrows]*world if out is None else _finish_out(Path(out), resume, cb.nrows, rank, world)
     if not stream: return (maps, preds, targs) if with_preds else maps
-    man = pd.read_csv(out/'manifest.csv', keep_default_na=False)
-    man.attrs.update(computed=sum(nrows), kept=n-len(todo) if todo is not None else 0)  # how many maps this call computed, and kept from `out`
+    man = pd.read_csv(Path(out)/'manifest.csv', keep_default_na=False)
+    # how many maps this call computed, and kept from `out`
+    man.attrs.update(computed=sum(nrows), kept=n-len(todo) if todo is not None else 0)
     return man

@@ -18,20 +18,23 @@ __all__ = ['GuidedBackprop', 'GuidedGradCAM']
 
 # %% ../nbs/03_guided.ipynb #a4034763
 def _warn_no_relu(c):
-    if c.n_relu==0: warnings.warn("No nn.ReLU module ran in this model's forward, so guided backprop is the plain input gradient "
-                                  "(functional F.relu calls are not guided).")
+    if c.n_relu==0:
+        warnings.warn("No nn.ReLU module ran in this model's forward, so guided backprop is the plain input gradient "
+                      "(functional F.relu calls are not guided).")
 
 class GuidedBackprop(CAMMethod):
-    "Guided backprop, Springenberg et al. 2015 (arXiv:1412.6806): input gradients `[n,c,H,W]` with negative gradients zeroed at each ReLU"
-    name,guided,has_layer,supports_all,options = 'guided_backprop',True,False,False,('n_samples','noise')  # one input gradient per item: see `CAMMethod`
-    def compute(self, m, xb, target=None, layer=None, vocab=None, n_samples=0, noise=0.15, reshape=None):  # no layer: `reshape` has nothing to read
+    "Guided backprop, Springenberg et al. 2015 (arXiv:1412.6806): input gradients `[n,c,H,W]`, guided at ReLUs"
+    # negative gradients are zeroed at each ReLU; one input gradient per item: see `CAMMethod`
+    name,guided,has_layer,supports_all,options = 'guided_backprop',True,False,False,('n_samples','noise')
+    # no layer: `reshape` has nothing to read
+    def compute(self, m, xb, target=None, layer=None, vocab=None, n_samples=0, noise=0.15, reshape=None):
         self.check_target(target)
         if not n_samples:
             c = capture(m, xb, [], target, vocab, grad=False, guided=True)
             _warn_no_relu(c)
             return c.xgrad.float(), c.out  # float32 for a float64 model too
-        # SmoothGrad (Smilkov et al. 2017, arXiv:1706.03825): the average over `n_samples` noisy copies, all in one batch;
-        # noise std is `noise` times each image's value range (section 3)
+        # SmoothGrad (Smilkov et al. 2017, arXiv:1706.03825): the average over `n_samples` noisy copies,
+        # all in one batch; noise std is `noise` times each image's value range (section 3)
         n = len(xb)
         c0 = capture(m, xb, [], target, vocab, grad=False)
         idx = c0.idx if c0.idx is not None else target
@@ -52,7 +55,9 @@ class GuidedGradCAM(CAMMethod):
     def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
         self.check_target(target)
         l = resolve_layer(m, layer, xb)
-        if isinstance(l, list): raise LayerError("Guided Grad-CAM takes one layer; pass a single layer, or fuse Grad-CAM maps with `learn.gradcam(x, layer=[...])`.")
+        if isinstance(l, list):
+            raise LayerError("Guided Grad-CAM takes one layer; pass a single layer, "
+                             "or fuse Grad-CAM maps with `learn.gradcam(x, layer=[...])`.")
         c = capture(m, xb, [l], target, vocab, grad=True, guided=True)
         (a,),(g,) = feature_maps(m, [l], c, self.name, xb.shape[-2:], reshape)
         _warn_no_relu(c)

@@ -20,10 +20,12 @@ def _in_channels(m):
     try: return in_channels(as_model(m))
     except Exception: return None
 
-_runs_on = weakref.WeakKeyDictionary()  # per model: (channels, size, modules) -> does one forward at that shape run
+# per model: (channels, size, modules) -> does one forward at that shape run
+_runs_on = weakref.WeakKeyDictionary()
 
 def takes_channels(m, c, hw=(224,224), check=False):
-    "Does `m` take `c`-channel images? Its first convolution says so; when they disagree (a stem before it, as tresnet's space-to-depth), or with `check`, one forward at size `hw` (cached)"
+    "Does `m` take `c`-channel images? Its first convolution says so, or one forward at size `hw` (cached)"
+    # the forward decides when the first conv disagrees (a stem before it, as tresnet's space-to-depth), or with `check`
     m = as_model(m)
     if not check and _in_channels(m) in (None, c): return True
     key,res = (c, tuple(hw), sum(1 for _ in m.modules())),_runs_on.setdefault(m, {})
@@ -51,22 +53,31 @@ def _load(o, cls):
     "Open `o` (path, PIL image or array) as a `cls` image in the mode the model expects"
     if isinstance(o, (str,Path)):
         p = Path(o)
-        if not p.exists(): raise MissingFileError(f"Image file not found: {str(p)!r}. Check the path (relative paths start from {str(Path.cwd())!r}).")
+        if not p.exists():
+            raise MissingFileError(f"Image file not found: {str(p)!r}. "
+                                   f"Check the path (relative paths start from {str(Path.cwd())!r}).")
         try: img = Image.open(p); img.load()
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise InputError(f"Cannot read {str(p)!r} as an image ({type(e).__name__}): the file is corrupt or not an image.") from None
+            raise InputError(f"Cannot read {str(p)!r} as an image ({type(e).__name__}): "
+                             "the file is corrupt or not an image.") from None
     elif isinstance(o, np.ndarray):
         a = o
         if a.ndim==3 and a.shape[-1]==1: a = a[...,0]
         if a.ndim not in (2,3) or (a.ndim==3 and a.shape[-1] not in (3,4)):
-            raise InputError(f"A numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {o.shape}. Pass it in that layout "
+            raise InputError(f"A numpy image must be HxW or HxWxC with C in 1, 3, 4; got shape {o.shape}. "
+                             "Pass it in that layout "
                              "(e.g. `a.transpose(1, 2, 0)` for CxHxW, `a[..., :3]` for extra channels).")
         if a.dtype!=np.uint8:
-            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all(): raise InputError("A numpy image must hold finite numbers: check it for NaN or inf (`np.isfinite(a).all()`).")
+            if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
+                raise InputError("A numpy image must hold finite numbers: "
+                                 "check it for NaN or inf (`np.isfinite(a).all()`).")
             a = (a*255 if a.max()<=1 else a).clip(0,255).astype(np.uint8)
         img = Image.fromarray(a)
-    elif isinstance(o, Image.Image): img = o if o.mode!=cls._open_args.get('mode','RGB') else o.copy()  # fastai's `cls(img)` recasts its argument: never the user's
-    else: raise CAMTypeError(f"Cannot use a {type(o).__name__} as an image: pass a path, a PIL image, a numpy HWC array, a tensor batch or an (xb, yb) tuple.")
+    elif isinstance(o, Image.Image):
+        # fastai's `cls(img)` recasts its argument: never the user's
+        img = o if o.mode!=cls._open_args.get('mode','RGB') else o.copy()
+    else: raise CAMTypeError(f"Cannot use a {type(o).__name__} as an image: pass a path, a PIL image, "
+                             "a numpy HWC array, a tensor batch or an (xb, yb) tuple.")
     mode = cls._open_args.get('mode', 'RGB')
     return cls(img if img.mode==mode else img.convert(mode))
 
@@ -74,55 +85,71 @@ def _load(o, cls):
 def _check_batch(xb, m):
     if xb.is_complex() or not xb.is_floating_point():
         raise CAMTypeError(f"Got a {xb.dtype} tensor: fast_cam needs the normalised float batch the model sees. "
-                        "Pass image files or PIL images to go through `dls.test_dl`, or normalise first (e.g. `dls.test_dl(items).one_batch()`).")
+                        "Pass image files or PIL images to go through `dls.test_dl`, "
+                        "or normalise first (e.g. `dls.test_dl(items).one_batch()`).")
     if xb.ndim==3: xb = xb[None]
-    if xb.ndim!=4: raise InputError(f"A tensor input must be one image [c,H,W] or a batch [n,c,H,W]; got shape {tuple(xb.shape)}.")
+    if xb.ndim!=4:
+        raise InputError(f"A tensor input must be one image [c,H,W] or a batch [n,c,H,W]; got shape {tuple(xb.shape)}.")
     if xb.shape[0]==0: raise InputError("The batch is empty: pass at least one image.")
     c = _in_channels(m)
     if not takes_channels(m, xb.shape[1], xb.shape[-2:]):
-        raise InputError(f"The model takes {c}-channel images but the input has {xb.shape[1]} channels (shape {tuple(xb.shape)}). "
+        raise InputError(f"The model takes {c}-channel images but the input has {xb.shape[1]} channels "
+                         f"(shape {tuple(xb.shape)}). "
                          "Tensors must be in [n,c,H,W] order; image files are converted automatically.")
-    if not torch.isfinite(xb).all(): raise InputError("The input contains NaN or infinite values: check the images, or the normalisation that made the batch (a zero std gives inf).")
+    if not torch.isfinite(xb).all():
+        raise InputError("The input contains NaN or infinite values: check the images, "
+                         "or the normalisation that made the batch (a zero std gives inf).")
     return xb
 
 
 # %% ../nbs/00a_inputs.ipynb #04c2edb9
 def _test_batch(dls, items, dev):
     "The batch `dls.test_dl` makes of `items`, with the validation transforms"
-    return torch.cat([b[0].as_subclass(Tensor).to(dev) for b in dls.test_dl(items, bs=min(len(items),64), num_workers=0)])
+    dl = dls.test_dl(items, bs=min(len(items),64), num_workers=0)
+    return torch.cat([b[0].as_subclass(Tensor).to(dev) for b in dl])
 
 def to_batch(learn_or_model, x):
-    "Turn `x` (path(s), PIL/numpy image(s), tensor, `(xb,yb)`, or items the Learner's data set reads) into a float batch `[n,c,H,W]` on the model's device"
+    "Turn `x` into a float batch `[n,c,H,W]` on the model's device"
+    # `x`: path(s), PIL/numpy image(s), a tensor, `(xb,yb)`, or items the Learner's data set reads
     m = as_model(learn_or_model)
     dev,dt = model_device(m)
     if isinstance(x, tuple) and len(x) and isinstance(x[0], Tensor): x = x[0]
     if isinstance(x, (list,L)) and len(x) and all(isinstance(o, Tensor) for o in x):
         shapes = {tuple(o.shape) for o in x}
         if any(o.ndim!=3 for o in x) or len(shapes)>1:
-            raise InputError(f"A list of tensors must hold single images [c,H,W] of one size; got shapes {sorted(shapes)[:4]}. "
-                             "Pass image files or PIL images (`dls.test_dl` resizes them), or resize the tensors to one size.")
+            raise InputError("A list of tensors must hold single images [c,H,W] of one size; "
+                             f"got shapes {sorted(shapes)[:4]}. "
+                             "Pass image files or PIL images (`dls.test_dl` resizes them), "
+                             "or resize the tensors to one size.")
         x = torch.stack(list(x))
     if isinstance(x, Tensor): xb = _check_batch(x.detach().as_subclass(Tensor), m)
     else:
-        if isinstance(x, pd.DataFrame): items = x  # its rows, as `dls.test_dl(df)` reads them
-        elif isinstance(x, np.ndarray) and x.ndim==1: items = x.tolist()  # indices: no image is 1-D
+        # a DataFrame's rows, as `dls.test_dl(df)` reads them; a 1-D array holds indices: no image is 1-D
+        if isinstance(x, pd.DataFrame): items = x
+        elif isinstance(x, np.ndarray) and x.ndim==1: items = x.tolist()
         else: items = list(x) if isinstance(x, (list,tuple,L)) else [x]
         if not len(items): raise InputError("Got an empty list: pass at least one image.")
         what = 'DataFrame row' if isinstance(items, pd.DataFrame) else type(items[0]).__name__
         dls = getattr(learn_or_model, 'dls', None)
-        if dls is None: raise InputError(f"A bare model cannot read {what} inputs: pass a normalised tensor batch, or use a Learner so its `dls.test_dl` prepares the images.")
+        if dls is None:
+            raise InputError(f"A bare model cannot read {what} inputs: pass a normalised tensor batch, "
+                             "or use a Learner so its `dls.test_dl` prepares the images.")
         if not isinstance(items, pd.DataFrame) and all(isinstance(o, (str,Path,Image.Image,np.ndarray)) for o in items):
             cls = image_type(dls)
-            if cls is None: raise InputError("This Learner's DataLoaders do not build images, and fast_cam explains image models. "
-                                             "Use a vision Learner, or pass a normalised image tensor batch with a bare model.")
+            if cls is None:
+                raise InputError("This Learner's DataLoaders do not build images, and fast_cam explains image models. "
+                                 "Use a vision Learner, or pass a normalised image tensor batch with a bare model.")
             xb = _test_batch(dls, [_load(o, cls) for o in items], dev)
         else:
-            # items in the data set's own form (an index, a DataFrame row...) go through `dls.test_dl` as they are, as in `learn.predict`
+            # items in the data set's own form (an index, a DataFrame row...) go through `dls.test_dl` as they are,
+            # as in `learn.predict`
             try: xb = _test_batch(dls, items, dev)
             except Exception as e:
                 why = (str(e).splitlines() or [''])[0][:100]
-                raise InputError(f"`dls.test_dl` cannot make an image batch of {what} items ({type(e).__name__}: {why}). Pass image paths, PIL images, "
-                                 "numpy HWC arrays or a normalised tensor batch, or items of the kind the DataBlock's `get_x` reads (what `learn.predict` takes).") from e
+                raise InputError(f"`dls.test_dl` cannot make an image batch of {what} items "
+                                 f"({type(e).__name__}: {why}). Pass image paths, PIL images, "
+                                 "numpy HWC arrays or a normalised tensor batch, or items of the kind "
+                                 "the DataBlock's `get_x` reads (what `learn.predict` takes).") from e
         xb = _check_batch(xb, m)
     if xb.is_inference(): xb = xb.clone()
     return xb.to(dev, dt)
@@ -130,16 +157,20 @@ def to_batch(learn_or_model, x):
 
 # %% ../nbs/00a_inputs.ipynb #11b71447
 def dry_input(learn_or_model):
-    "One input `[1,c,H,W]` of the size the model is used at: the first item of `dls.one_batch()`, else a 224-px input (with a warning)"
+    "One input `[1,c,H,W]` of the size the model is used at"
+    # the first item of `dls.one_batch()`, else a 224-px input (with a warning)
     m = as_model(learn_or_model)
     dls = getattr(learn_or_model, 'dls', None)
     why = "a bare model carries no input size"
     if dls is not None:
         try: return to_batch(m, dls.one_batch()[0][:1])
-        except Exception as e: why = f"`dls.one_batch()` failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
-    c = next((k for k in (_in_channels(m), 3, 1) if k and takes_channels(m, k, check=True)), 3)  # tresnet's first conv takes 48: its input has 3
+        except Exception as e:
+            why = f"`dls.one_batch()` failed ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
+    # tresnet's first conv takes 48: its input has 3
+    c = next((k for k in (_in_channels(m), 3, 1) if k and takes_channels(m, k, check=True)), 3)
     # the automatic layer depends on the input size: say so rather than pick it for a size the model may never see
-    warnings.warn(f"fast_cam: {why}, so the automatic layer is chosen for a 1×{c}×224×224 input. Pass a batch of the real size "
+    warnings.warn(f"fast_cam: {why}, so the automatic layer is chosen for a 1×{c}×224×224 input. "
+                  "Pass a batch of the real size "
                   "(`cam_layer(model, xb)`), or call the method with your input, which picks the layer at its size.")
     dev,dt = model_device(m)
     return torch.zeros(1, c, 224, 224, device=dev, dtype=dt)

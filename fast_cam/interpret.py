@@ -1,4 +1,4 @@
-"""`CAMInterpretation`: fastai's `ClassificationInterpretation`, with a heatmap on every one of the model's worst mistakes.
+"""`CAMInterpretation`: fastai's `ClassificationInterpretation`, with a heatmap on each of the model's worst mistakes.
 
 Docs: https://fast-cam.github.io/fast_cam/interpret.html.md"""
 
@@ -18,29 +18,36 @@ __all__ = ['CAMInterpretation']
 
 # %% ../nbs/06_interpret.ipynb #a1d379f8
 def _grid(n, nrows, ncols, figsize, title, double=False):
-    "fastai's `get_grid` for `n` items (3 per row by default): `nrows` or `ncols` alone sets the other; `double` puts an item's two panels side by side"
-    if nrows and ncols and nrows*ncols<n: raise ValueError(f"nrows={nrows} by ncols={ncols} has no room for {n} items: pass one of them, or both with nrows*ncols >= {n}")
-    return get_grid(n, nrows=nrows, ncols=ncols if nrows or ncols else min(3, n), figsize=figsize, title=title, double=double)
+    "fastai's `get_grid` for `n` items (3 per row by default): `nrows` or `ncols` alone sets the other"
+    # `double` puts an item's two panels side by side
+    if nrows and ncols and nrows*ncols<n:
+        raise ValueError(f"nrows={nrows} by ncols={ncols} has no room for {n} items: "
+                         f"pass one of them, or both with nrows*ncols >= {n}")
+    return get_grid(n, nrows=nrows, ncols=ncols if nrows or ncols else min(3, n), figsize=figsize, title=title,
+                    double=double)
 
 class CAMInterpretation(ClassificationInterpretation):
-    "`ClassificationInterpretation` whose `plot_top_losses` and `plot_heatmaps` draw heatmaps; multi-label Learners get the maps of their wrong labels"
+    "`ClassificationInterpretation` whose `plot_top_losses` and `plot_heatmaps` draw heatmaps"
+    # multi-label Learners get the maps of their wrong labels
     def _maps(self, idxs, method, layer):
         "Inputs, probabilities, predicted and actual classes, and the maps for both, in one batched heatmap call"
         with self.learn.no_bar(): inps,preds,targs,decoded,losses = self[idxs]
         xb = (inps[0] if isinstance(inps, (tuple,list)) else inps).as_subclass(Tensor)
         pred,targ = preds.argmax(1).cpu(),targs.as_subclass(Tensor).cpu()
         wrong = (pred!=targ).nonzero()[:,0]
-        maps = explain(self.learn, torch.cat([xb, xb[wrong]]), method, target=torch.cat([pred, targ[wrong]]), layer=layer)
+        maps = explain(self.learn, torch.cat([xb, xb[wrong]]), method, target=torch.cat([pred, targ[wrong]]),
+                       layer=layer)
         act = {int(i):maps[len(xb)+j] for j,i in enumerate(wrong)}
         return xb,preds.cpu(),pred,targ,losses,maps[:len(xb)],act
 
-    def _draw(self, m, ax, img, mp, t, vmax=None, alpha=0.6, cmap='magma', gray=False, **kwargs):
-        show_map(img, mp, m.guided, ax=ax, title=t, gray=gray, alpha=alpha, cmap=cmap, vmax=vmax, **kwargs)
+    def _draw(self, meth, ax, img, mp, t, vmax=None, alpha=0.6, cmap='magma', gray=False, **kwargs):
+        show_map(img, mp, meth.guided, ax=ax, title=t, gray=gray, alpha=alpha, cmap=cmap, vmax=vmax, **kwargs)
 
     def _plot(self, idxs, method, layer, show_actual, title, nrows, ncols, figsize, with_loss, **kwargs):
-        m = get_method(method)
-        if multi_label(self.learn) is not None: return self._plot_multi(idxs, m, layer, nrows, ncols, figsize, with_loss, **kwargs)
-        xb,preds,pred,targ,losses,maps,act = self._maps(idxs, m, layer)
+        meth = get_method(method)
+        if multi_label(self.learn) is not None:
+            return self._plot_multi(idxs, meth, layer, nrows, ncols, figsize, with_loss, **kwargs)
+        xb,preds,pred,targ,losses,maps,act = self._maps(idxs, meth, layer)
         imgs = decode_batch(self.learn, xb)
         v = self.vocab
         per = 2 if show_actual and act else 1
@@ -50,32 +57,38 @@ class CAMInterpretation(ClassificationInterpretation):
             p,t = int(pred[i]),int(targ[i])
             ttl = f"{v[p]}/{v[t]}\n" + (f"{float(losses[i]):.2f} / " if with_loss else '') + f"{float(preds[i,p]):.2f}"
             # a mistake's two maps share one scale, so weak evidence for the actual class looks weak
-            vmax = max(float(maps[i].max()), float(act[i].max())) if i in act and not m.guided else None
-            self._draw(m, axs[i*per], imgs[i], maps[i], ttl, vmax, **kwargs)
+            vmax = max(float(maps[i].max()), float(act[i].max())) if i in act and not meth.guided else None
+            self._draw(meth, axs[i*per], imgs[i], maps[i], ttl, vmax, **kwargs)
             if per==2:
-                if i in act: self._draw(m, axs[i*per+1], imgs[i], act[i], f"actual: {v[t]}\n{float(preds[i,t]):.2f}", vmax, **kwargs)
+                if i in act:
+                    self._draw(meth, axs[i*per+1], imgs[i], act[i], f"actual: {v[t]}\n{float(preds[i,t]):.2f}", vmax,
+                               **kwargs)
                 else: axs[i*per+1].set_axis_off()
         return axs
 
-    def _plot_multi(self, idxs, m, layer, nrows, ncols, figsize, with_loss, **kwargs):
-        "Multi-label: per item, the map of each label it got wrong (a false positive or a missed label), as `fastai` decodes with `loss_func.thresh`"
+    def _plot_multi(self, idxs, meth, layer, nrows, ncols, figsize, with_loss, **kwargs):
+        "Multi-label: per item, the map of each label it got wrong (a false positive or a missed label)"
+        # labels are decoded as `fastai` does, with `loss_func.thresh`
         with self.learn.no_bar(): inps,preds,targs,decoded,losses = self[idxs]
         xb = (inps[0] if isinstance(inps, (tuple,list)) else inps).as_subclass(Tensor)
         preds,targs = preds.float().cpu(),targs.as_subclass(Tensor).cpu()>0.5
         dec = preds>multi_label(self.learn)
         # an item with no wrong label (a small loss) shows its most probable label
         rows,cols = label_panels(preds, lambda i,p: (dec[i]!=targs[i]).nonzero()[:,0].tolist())
-        maps = explain(self.learn, xb[rows.to(xb.device)], m, target=cols, layer=layer)  # one batched call
+        maps = explain(self.learn, xb[rows.to(xb.device)], meth, target=cols, layer=layer)  # one batched call
         imgs,v = decode_batch(self.learn, xb),self.vocab
         axs = _grid(len(rows), nrows, ncols, figsize, 'Image/Label/Loss/Probability')
         for ax,i,c,mp in zip(axs, rows.tolist(), cols.tolist(), maps):
-            kind = 'false positive' if dec[i,c] and not targs[i,c] else 'missed' if targs[i,c] and not dec[i,c] else 'right'
-            ttl = f"Image {i}: {v[c]}\n{kind}: " + (f"{float(losses[i]):.2f} / " if with_loss else '') + f"{float(preds[i,c]):.2f}"
-            self._draw(m, ax, imgs[i], mp, ttl, **kwargs)
+            kind = ('false positive' if dec[i,c] and not targs[i,c] else
+                    'missed' if targs[i,c] and not dec[i,c] else 'right')
+            ttl = (f"Image {i}: {v[c]}\n{kind}: " + (f"{float(losses[i]):.2f} / " if with_loss else '')
+                   + f"{float(preds[i,c]):.2f}")
+            self._draw(meth, ax, imgs[i], mp, ttl, **kwargs)
         # fastai's multi-label table beside the images: target, predicted, probabilities, loss
         lbl = lambda r: ';'.join(str(v[j]) for j in r.nonzero()[:,0].tolist())
         self.table = pd.DataFrame(dict(target=[lbl(o) for o in targs], predicted=[lbl(o) for o in dec],
-                                       probabilities=[str([round(float(p),2) for p in o]) for o in preds], loss=[float(o) for o in losses]))
+                                       probabilities=[str([round(float(p),2) for p in o]) for o in preds],
+                                       loss=[float(o) for o in losses]))
         return axs
 
     @delegates(show_heatmap, but=['img','hm','ax','ctx','merge','vmax','title','figsize'])
@@ -90,15 +103,19 @@ class CAMInterpretation(ClassificationInterpretation):
         ncols:int=None, # Items per row (a single-label item takes two panels); default 3, or as many as `nrows` needs
         figsize:tuple=None, # Figure size
         **kwargs):
-        "Show the `k` largest (smallest) losses with the heatmap for the predicted class and the actual class beside each mistake; multi-label: each wrong label's map"
+        "Show the `k` largest (smallest) losses, with the heatmaps of the predicted and the actual class"
+        # the actual class's map is beside each mistake; multi-label: each wrong label's map
         if is_listy(k) or isinstance(k, range): losses,idx = (o[k] for o in self.top_losses(None, largest))
-        else: losses,idx = self.top_losses(min(k, len(self.losses)), largest)  # k past the data set's size: all of it
-        return self._plot(idx, method, layer, show_actual, 'Predicted/Actual/Loss/Probability', nrows, ncols, figsize, True, gray=gray, **kwargs)
+        # k past the data set's size: all of it
+        else: losses,idx = self.top_losses(min(k, len(self.losses)), largest)
+        return self._plot(idx, method, layer, show_actual, 'Predicted/Actual/Loss/Probability', nrows, ncols, figsize,
+                          True, gray=gray, **kwargs)
 
     @delegates(show_heatmap, but=['img','hm','ax','ctx','merge','vmax','title','figsize'])
     def plot_heatmaps(self,
         idxs, # Indices of the items of the interpretation's DataLoader
-        method='gradcam', layer=None, show_actual:bool=True, gray:bool=False, nrows:int=None, ncols:int=None, figsize:tuple=None, # As in `plot_top_losses`
+        method='gradcam', layer=None, show_actual:bool=True, gray:bool=False,
+        nrows:int=None, ncols:int=None, figsize:tuple=None, # As in `plot_top_losses`
         **kwargs):
         "Heatmaps of the items at `idxs` of the interpretation's DataLoader"
         if isinstance(idxs, int): idxs = [idxs]

@@ -1,4 +1,4 @@
-"""Naming a layer, and the automatic layer: the stage whose map is fine enough to point at something, for CNNs, token models and U-Nets.
+"""Naming a layer, and the automatic layer: the stage whose map is fine enough to point at (CNNs, token models, U-Nets).
 
 Docs: https://fast-cam.github.io/fast_cam/layers.html.md"""
 
@@ -25,7 +25,9 @@ MIN_SIDE = 7  # the smallest map side the automatic layer accepts: see the rule 
 def _not_a_map(s): return s is None or len(s)<3  # never ran as a whole (a `ModuleList`), or pooled
 
 def layer_candidates(body, outs=None):
-    "Modules of `body` whose output is the whole state of the network at that point: its children, and those of every `nn.Sequential` or `nn.ModuleList`, lone child, or (given the dry-run shapes `outs`) module whose output is not a map"
+    "Modules of `body` whose output is the whole state of the network at that point"
+    # its children, and those of every `nn.Sequential` or `nn.ModuleList`, lone child,
+    # or (given the dry-run shapes `outs`) module whose output is not a map
     res = []
     def _walk(o):
         kids = list(o.children())
@@ -33,14 +35,16 @@ def layer_candidates(body, outs=None):
             res.append(c)
             # a lone child inside a `Sequential` is a block (ghostnet's one-block stages): its parts are not stages
             lone = len(kids)==1 and (o is body or not isinstance(o, nn.Sequential))
-            if isinstance(c, (nn.Sequential,nn.ModuleList)) or lone or (outs is not None and _not_a_map(outs.get(c, (None,))[0])): _walk(c)
+            deep = isinstance(c, (nn.Sequential,nn.ModuleList)) or lone
+            if deep or (outs is not None and _not_a_map(outs.get(c, (None,))[0])): _walk(c)
     _walk(body)
     return res
 
 
 # %% ../nbs/01a_layers.ipynb #0df9e673
 def _on_input(h, w, hw=None):
-    "Can an `h`×`w` map be an input of size `hw` strided the same way both ways (rounded up or down)? A square map if `hw` is None"
+    "Can an `h`×`w` map be an input of size `hw` strided the same way both ways (rounded up or down)?"
+    # with no `hw`: is the map square
     if hw is None: return h==w
     H,W = hw
     up = max(H/h, W/w) < min(H/(h-1) if h>1 else math.inf, W/(w-1) if w>1 else math.inf)
@@ -48,12 +52,14 @@ def _on_input(h, w, hw=None):
     return up or down
 
 def token_hw(n_tokens, hw=None, extras=(0,1,2)):
-    "`(e,h,w)`: `n_tokens` read as `e` extra (class) tokens first and an `h`×`w` grid of an input of size `hw`; `None` if none fits"
+    "`(e,h,w)`: `n_tokens` as `e` extra (class) tokens, then an `h`×`w` grid for an input of size `hw`, or `None`"
+    # `None` if no grid fits
     return next(((e,h,(n_tokens-e)//h) for e in extras for h in range(2, n_tokens-e)
                  if (n_tokens-e)%h==0 and (n_tokens-e)//h>1 and _on_input(h, (n_tokens-e)//h, hw)), None)
 
 def map_layout(shape, hw=None):
-    "How an output of `shape` reads as a map of an input of size `hw`: `'nchw'`, `'nhwc'` (where `'nchw'` cannot be), `(e,h,w)` tokens, or `None`"
+    "How an output of `shape` reads as a map of an input of size `hw`: `'nchw'`, `'nhwc'`, `(e,h,w)` tokens, or `None`"
+    # `'nhwc'` only where `'nchw'` cannot be
     if shape is None: return None
     if len(shape)==4:
         _,c,h,w = shape
@@ -70,16 +76,20 @@ def map_side(shape, hw=None):
 
 # %% ../nbs/01a_layers.ipynb #49c3c206
 def _patch_grads(m, xb, mods):
-    "For each of `mods` (token outputs with extra tokens first), does the output depend on its patch tokens? One capture of a random input"
+    "For each of `mods` (token outputs, extra tokens first), does the output depend on its patch tokens?"
+    # one capture of a random input
     with probe_input(m, xb) as x:
         try: gs = capture(m, x, mods, target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads
-        except CAMError: return [True]*len(mods)  # an output that is not a tensor, or no gradient at all: nothing to tell
+        except CAMError:
+            # an output that is not a tensor, or no gradient at all: nothing to tell
+            return [True]*len(mods)
     return [bool(g[:, token_hw(g.shape[1], xb.shape[-2:])[0]:].any()) for g in gs]
 
 def _tokens_on_grid(m, s, hw):
     "Is an output of shape `s` in the token model `m` tokens, or a map on its patch grid (not nest's blocks of tokens)?"
     g = token_grid(m, hw)
-    return s is not None and (len(s)==3 or (len(s)==4 and g is not None and (grid_like(s[1:3], g) or grid_like(s[2:], g))))
+    if s is None: return False
+    return len(s)==3 or (len(s)==4 and g is not None and (grid_like(s[1:3], g) or grid_like(s[2:], g)))
 
 def _pick_layer(m, xb, rule, min_side):
     hw = tuple(xb.shape[-2:])
@@ -93,24 +103,28 @@ def _pick_layer(m, xb, rule, min_side):
     unet = unet_layer(m) if rule=='auto' else None  # measured: the last UnetBlock (see below)
     if unet is not None: return unet
     body = m[0] if is_body_head(m) else m
-    runs = sorted((outs[o][1],o,map_side(outs[o][0], hw)) for o in layer_candidates(body, outs) if outs[o][1] is not None)
+    runs = sorted((outs[o][1],o,map_side(outs[o][0], hw)) for o in layer_candidates(body, outs)
+                  if outs[o][1] is not None)
     runs = [(k,o,sd) for k,o,sd in runs if sd]
     if not runs: raise LayerError(_no_map_msg.format(shape=tuple(xb.shape[1:])))
-    # after a class token's last attention only the class token reaches the output, as in a ViT: such stages give empty maps
+    # after a class token's last attention only the class token reaches the output, as in a ViT:
+    # such stages give empty maps
     cls = [o for k,o,sd in runs if isinstance(map_layout(outs[o][0], hw), tuple) and map_layout(outs[o][0], hw)[0]>0]
     if cls:
         dead = {o for o,ok in zip(cls, _patch_grads(m, xb, cls)) if not ok}
         runs = [r for r in runs if r[1] not in dead] or runs
     if rule=='last': return runs[-1][1]
-    # a map is only as fine as the coarsest one before it: a pooling that upsamples (vgg's 7×7 `avgpool` at 64 px) adds no detail
+    # a map is only as fine as the coarsest one before it:
+    # a pooling that upsamples (vgg's 7×7 `avgpool` at 64 px) adds no detail
     sides = np.minimum.accumulate([sd for k,o,sd in runs])
     ok = [o for (k,o,s),sd in zip(runs, sides) if sd>=min_side]
     # an input so small that no map reaches `min_side`: the last of the finest maps
     return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
 
-_no_map_msg = ("No module of this model gives a spatial output (a map [n,c,h,w] or [n,h,w,c], or tokens on a grid) for inputs of shape "
-               "{shape}: CAM methods need a feature map. Pass `layer=` explicitly (see `arch_summary`), with `reshape=f` for a layout "
-               "fast_cam does not read: `f(acts)` returns the map [n,c,h,w], e.g. for tokens after 4 extra ones on a 14×14 grid "
+_no_map_msg = ("No module of this model gives a spatial output (a map [n,c,h,w] or [n,h,w,c], or tokens on a grid) "
+               "for inputs of shape {shape}: CAM methods need a feature map. "
+               "Pass `layer=` explicitly (see `arch_summary`), with `reshape=f` for a layout fast_cam does not read: "
+               "`f(acts)` returns the map [n,c,h,w], e.g. for tokens after 4 extra ones on a 14×14 grid "
                "`reshape=lambda a: a[:,4:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
 
 
@@ -124,7 +138,8 @@ def token_grid(m, hw=None):
     pe = getattr(token_net(m), 'patch_embed', None)
     if pe is None: return None
     # a ViT with `dynamic_img_size` lays its tokens on the grid of the input it gets, not on the one it was built for
-    if hw is not None and not getattr(pe, 'strict_img_size', True) and hasattr(pe, 'dynamic_feat_size'): return tuple(pe.dynamic_feat_size(tuple(hw)))
+    if hw is not None and not getattr(pe, 'strict_img_size', True) and hasattr(pe, 'dynamic_feat_size'):
+        return tuple(pe.dynamic_feat_size(tuple(hw)))
     g = getattr(pe, 'grid_size', None)
     return None if g is None else tuple(int(o) for o in g)
 
@@ -136,7 +151,8 @@ def token_layer(m):
     "The default layer of a timm token model: `norm1` of its last transformer block (`None` if `m` is not one)"
     t = token_net(m)
     if t is None: return None
-    # a transformer block is a module with `norm1` and `attn`; `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
+    # a transformer block is a module with `norm1` and `attn`;
+    # `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
     blks = [o for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]
     return blks[-1].norm1 if blks else None
 
@@ -144,10 +160,11 @@ def token_layer(m):
 
 # %% ../nbs/01a_layers.ipynb #d5ec72e2
 def unet_layer(m):
-    "The default layer of a fastai `DynamicUnet` (or a model holding one): its last `UnetBlock`; `None` if `m` has no `DynamicUnet`"
+    "The default layer of a fastai `DynamicUnet` (or a model holding one): its last `UnetBlock`; else `None`"
     u = next((o for o in as_model(m).modules() if isinstance(o, DynamicUnet)), None)
     if u is None: return None
-    # measured (benchmarks/QUALITY.md): the encoder and middle conv do not localise; after the last block come the output and the raw input
+    # measured (benchmarks/QUALITY.md): the encoder and middle conv do not localise;
+    # after the last block come the output and the raw input
     blks = [o for o in u.layers if isinstance(o, UnetBlock)]
     return blks[-1] if blks else None
 
@@ -155,7 +172,7 @@ def unet_layer(m):
 # %% ../nbs/01a_layers.ipynb #26e968b2
 def cam_layer(learn_or_model, # A `Learner` or an `nn.Module`
               xb=None, # A batch of the size the model is used at; default one from `dls` (224 px for a bare model)
-              rule='auto', # 'auto': the last stage whose map is at least `min_side` cells a side; 'last': the last spatial layer
+              rule='auto', # 'auto': the last stage whose map sides reach `min_side`; 'last': the last spatial layer
               min_side=MIN_SIDE, # Smallest map side the 'auto' rule accepts
               verbose=False # Print the layer picked
              ):
@@ -174,17 +191,19 @@ def cam_layer(learn_or_model, # A `Learner` or an `nn.Module`
 
 # %% ../nbs/01a_layers.ipynb #deefb8ab
 def resolve_layer(learn_or_model, layer, xb=None):
-    "The module(s) for `layer`: `None` (automatic) or `'last'` (the classic last spatial layer) ask `cam_layer`; a list of layers gives a list"
-    if layer is None or (isinstance(layer, str) and layer in ('auto','last')): return cam_layer(learn_or_model, xb, rule='last' if layer=='last' else 'auto')
+    "The module(s) for `layer`: `None` (automatic) or `'last'` (the classic last spatial layer) ask `cam_layer`"
+    # a list of layers gives a list
+    if layer is None or (isinstance(layer, str) and layer in ('auto','last')):
+        return cam_layer(learn_or_model, xb, rule='last' if layer=='last' else 'auto')
     if isinstance(layer, (list,tuple)) and len(layer) and not all(isinstance(i,int) for i in layer):
         return [get_module(learn_or_model, l) for l in layer]
     return get_module(learn_or_model, layer)
 
 
 # %% ../nbs/01a_layers.ipynb #8eeb74b3
-def _index_path(m, mod):
-    "The index path of `mod` inside `m`, or `None`"
-    for i,c in enumerate(m.children()):
+def _index_path(root, mod):
+    "The index path of `mod` inside `root`, or `None`"
+    for i,c in enumerate(root.children()):
         if c is mod: return [i]
         p = _index_path(c, mod)
         if p is not None: return [i]+p
@@ -207,15 +226,19 @@ def arch_summary(learn_or_model, verbose=False, depth=None):
             if kids and len(p)<depth: _walk(c, p)
     _walk(m, [])
     # a token model's default layer sits deep inside its blocks: say where, rather than leave it out
-    if auto is not None and not shown: print(f"cam_layer: {_index_path(m, auto)} {module_name(m, auto)!r} ({type(auto).__name__}), below the depth shown")
+    if auto is not None and not shown:
+        print(f"cam_layer: {_index_path(m, auto)} {module_name(m, auto)!r} ({type(auto).__name__}), "
+              "below the depth shown")
 
 # %% ../nbs/01a_layers.ipynb #1ad3d1c2
 def check_spatial(m, l, a, name):
     "Raise a `LayerError` unless the activation `a` of layer `l` is a spatial map `[n,c,h,w]` with `h*w > 1`"
     if not isinstance(a, Tensor) or a.ndim!=4 or a.shape[2]*a.shape[3]<2:
         shp = f"shape {tuple(a.shape)}" if isinstance(a, Tensor) else f"a {type(a).__name__}"
-        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); layer {module_name(m,l)!r} gives {shp}. "
-                         "Pick a convolutional layer before the pooling (see `arch_summary`), leave `layer=None` for the automatic one, "
+        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); "
+                         f"layer {module_name(m,l)!r} gives {shp}. "
+                         "Pick a convolutional layer before the pooling (see `arch_summary`), "
+                         "leave `layer=None` for the automatic one, "
                          "or pass `reshape=f` with `f(acts)` returning [n,c,h,w] for a layout fast_cam does not read.")
     return a
 
@@ -225,10 +248,12 @@ def _n_channels(l):
     if isinstance(l, nn.LayerNorm): return l.normalized_shape[-1]
     if isinstance(l, nn.Linear): return l.out_features
     if isinstance(l, nn.modules.conv._ConvNd): return l.out_channels
-    if isinstance(l, (nn.modules.batchnorm._NormBase, nn.GroupNorm)): return getattr(l, 'num_features', getattr(l, 'num_channels', None))
+    if isinstance(l, (nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+        return getattr(l, 'num_features', getattr(l, 'num_channels', None))
     return None
 
-_reshape_hint = ("Pass `reshape=f`, where `f(acts)` returns the map [n,c,h,w], e.g. for 1 class token and a 14×14 grid "
+_reshape_hint = ("Pass `reshape=f`, where `f(acts)` returns the map [n,c,h,w], "
+                 "e.g. for 1 class token and a 14×14 grid "
                  "`reshape=lambda a: a[:,1:].reshape(len(a),14,14,-1).permute(0,3,1,2)`.")
 
 def _tokens(a, m, l, grid, hw=None):
@@ -243,14 +268,18 @@ def _tokens(a, m, l, grid, hw=None):
         f = token_hw(T, hw, extras)
         fits = [] if f is None else [(f[0],f[1:])]
     if not fits or (k is not None and c!=k):
-        want = f"{' or '.join(map(str,extras))} extra tokens + h·w " + (f"for the patch grid {grid}" if grid else "on a grid of the input's aspect")
-        raise LayerError(f"Layer {module_name(m,l)!r} gives a 3-D output {tuple(a.shape)} that fast_cam cannot read as tokens [n, extra+h·w, channels] "
-                         f"({want}{'' if k is None or c==k else f', and {k} channels last'}). " + _reshape_hint)
+        want = (f"{' or '.join(map(str,extras))} extra tokens + h·w "
+                + (f"for the patch grid {grid}" if grid else "on a grid of the input's aspect"))
+        last = '' if k is None or c==k else f', and {k} channels last'
+        raise LayerError(f"Layer {module_name(m,l)!r} gives a 3-D output {tuple(a.shape)} "
+                         f"that fast_cam cannot read as tokens [n, extra+h·w, channels] ({want}{last}). "
+                         + _reshape_hint)
     e,(h,w) = fits[0]
     return a[:,e:].reshape(n,h,w,c).permute(0,3,1,2)
 
 def to_spatial(a, m, l, hw=None, reshape=None):
-    "Layer `l`'s output (or its gradient) `a` as a map `[n,c,h,w]`: reads tokens `[n, extra+h·w, c]` and channels-last `[n,h,w,c]`, or applies `reshape`"
+    "Layer `l`'s output (or its gradient) `a` as a map `[n,c,h,w]`, read from its layout or by `reshape`"
+    # the layouts read: tokens `[n, extra+h·w, c]` and channels-last `[n,h,w,c]`
     if reshape is not None: return reshape(a)
     if not isinstance(a, Tensor) or a.ndim not in (3,4): return a  # `check_spatial` says what is wrong
     grid = token_grid(m, hw)
@@ -261,7 +290,9 @@ def to_spatial(a, m, l, hw=None, reshape=None):
     else: last = map_layout(a.shape, hw)=='nhwc'  # sequencer's [n,h,w,c] blocks: only where [n,c,h,w] cannot be
     if last: a = a.permute(0,3,1,2)  # Swin keeps its tokens as [n,h,w,c]
     if grid is not None and not grid_like(a.shape[2:], grid):
-        raise LayerError(f"Layer {module_name(m,l)!r} gives {tuple(a.shape)}, which is not a map on the patch grid {grid} of this token model "
-                         "(e.g. attention heads × tokens). Pick a block's `norm1` (see `token_layer`), or leave `layer=None`. " + _reshape_hint)
+        raise LayerError(f"Layer {module_name(m,l)!r} gives {tuple(a.shape)}, "
+                         f"which is not a map on the patch grid {grid} of this token model "
+                         "(e.g. attention heads × tokens). "
+                         "Pick a block's `norm1` (see `token_layer`), or leave `layer=None`. " + _reshape_hint)
     return a
 

@@ -1,4 +1,4 @@
-"""`learn.cam`, `learn.gradcam`, `learn.guided_backprop`, `learn.guided_gradcam` and `learn.heatmap`: the fastai way to ask why a model said what it said.
+"""`learn.heatmap`, `learn.cam`, `learn.gradcam` and the guided methods: the fastai way to ask a model why it said that.
 
 Docs: https://fast-cam.github.io/fast_cam/learner.html.md"""
 
@@ -21,15 +21,16 @@ __all__ = ['explain']
 def explain(learn_or_model, # A `Learner` or an `nn.Module`
             x, # Path(s), PIL or numpy image(s), a tensor `[n,c,H,W]` or `[c,H,W]`, or an `(xb, yb)` tuple
             method='gradcam', # A name in `methods`, or a `CAMMethod`
-            target=None, # None (predicted class; multi-label: the top label), int, vocab label, one per item, 'all' (`[n,C,h,w]`), 'label' (the labels of an `(xb, yb)` `x`), or `f(output) -> scores[n]`; see `SegTarget` for segmentation
+            target=None, # None (predicted), class index or label, one per item, 'all', 'label', `f(output)->scores[n]`
             layer=None, # None (automatic, see `cam_layer`), an index path, a dotted name or a module
-            with_preds=False, # Also return the model's predictions; 'raw': its output before the loss function's activation
-            aug_smooth=False, # Average over flips and rescalings of the input (test-time augmentation), at input resolution
-            reshape=None, # `f(acts) -> [n,c,h,w]` for a layer whose output fast_cam does not read (ViT/DeiT/Swin tokens are read without it)
-            region=None, # Segmentation only: a bool mask `[n,H,W]`/`[H,W]` or a box `(x0,y0,x1,y1)` per item to explain instead of the class's pixels
-            **kwargs # Options of the method: `fuse` for several layers, `bs` and `max_channels` for Score-CAM, `n_samples` for SmoothGrad
+            with_preds=False, # Also return the predictions; 'raw': the output before the loss function's activation
+            aug_smooth=False, # Average over input flips and rescalings (test-time augmentation), at input resolution
+            reshape=None, # `f(acts) -> [n,c,h,w]` for a layout fast_cam does not read (ViT/DeiT/Swin tokens need none)
+            region=None, # Segmentation: pixels to explain, bool mask `[n,H,W]`/`[H,W]` or box `(x0,y0,x1,y1)` per item
+            **kwargs # Method options: `fuse` (layer lists), `bs`, `max_channels` (Score-CAM), `n_samples` (SmoothGrad)
            ):
-    "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs (`[n,C,h,w]` for `target='all'`), `[n,c,H,W]` for guided backprop"
+    "Maps of `method` for `x`, float32 on the model's device: `[n,h,w]` for CAMs, `[n,c,H,W]` for guided backprop"
+    # `[n,C,h,w]` for `target='all'`
     meth = get_method(method)
     meth.check_target(target)
     m = as_model(learn_or_model)
@@ -37,13 +38,16 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
     target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
     if isinstance(learn_or_model, Learner): _check_image_learner(learn_or_model)
     xb = to_batch(learn_or_model, x)
-    if reshape is not None: kwargs['reshape'] = reshape  # passed only when given, so a method's own `compute` need not know it
+    # passed only when given, so a method's own `compute` need not know it
+    if reshape is not None: kwargs['reshape'] = reshape
     if region is not None:
-        if aug_smooth: raise CAMError("aug_smooth flips and rescales the image, so a fixed `region` would no longer match it: pass one of the two.")
+        if aug_smooth: raise CAMError("aug_smooth flips and rescales the image, so a fixed `region` would no longer "
+                                      "match it: pass one of the two.")
         target = SegTarget(target, region)  # checked against the model's output in `target_scores`
     if aug_smooth: maps,out = _aug_smooth(meth, m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     else: maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
-    if isinstance(maps, Tensor): maps = maps.as_subclass(Tensor)  # a fastai model's `ToTensorBase` output would make them `TensorBase`
+    # a fastai model's `ToTensorBase` output would make them `TensorBase`
+    if isinstance(maps, Tensor): maps = maps.as_subclass(Tensor)
     if isinstance(with_preds, str) and with_preds=='raw': return maps,out
     return (maps, to_preds(learn_or_model, out)) if with_preds else maps
 
@@ -52,7 +56,8 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
 
 # %% ../nbs/04_learner.ipynb #761f5078
 def _aug_smooth(meth, m, xb, target, layer, vocab, scales=(1., 0.9, 1.1), **kwargs):
-    if is_all(target): raise TargetError("aug_smooth does not support target='all': pass one class per item, or drop aug_smooth.")
+    if is_all(target):
+        raise TargetError("aug_smooth does not support target='all': pass one class per item, or drop aug_smooth.")
     H,W = xb.shape[-2:]
     maps,out0 = [],None
     for flip in (False, True):
@@ -63,7 +68,8 @@ def _aug_smooth(meth, m, xb, target, layer, vocab, scales=(1., 0.9, 1.1), **kwar
             if out0 is None:
                 out0 = out
                 # explain the original image's class throughout (the prediction, or the label the model scores highest)
-                if not is_custom(target) and isinstance(out, Tensor) and out.ndim==2: target = resolve_target(target, out, vocab)
+                if not is_custom(target) and isinstance(out, Tensor) and out.ndim==2:
+                    target = resolve_target(target, out, vocab)
             mp = mp if mp.shape[-2:]==(H,W) else upsample(mp, (H,W))
             maps.append(mp.flip(-1) if flip else mp)
     return torch.stack(maps).mean(0), out0
@@ -76,8 +82,8 @@ def _check_image_learner(learn):
     if dls is None or image_type(dls) is not None: return
     if any(hasattr(dls, a) for a in ('cat_names','cont_names')) or 'Text' in kind or 'Tabular' in kind or not any(
         isinstance(o, nn.modules.conv._ConvNd) for o in learn.model.modules()):
-        raise InputError(f"This Learner is not an image model (its DataLoaders are {kind} and its model has no convolution): "
-                         "fast_cam explains convolutional image models.")
+        raise InputError(f"This Learner is not an image model (its DataLoaders are {kind} "
+                         "and its model has no convolution): fast_cam explains convolutional image models.")
 
 # %% ../nbs/04_learner.ipynb #7ce0351e
 @patch

@@ -1,4 +1,4 @@
-"""Each CAM method is its weighting rule and nothing else: CAM and Grad-CAM here, the rest of the family builds on the same base.
+"""Each CAM method is its weighting rule and nothing else: CAM, Grad-CAM and the rest of the family on one base.
 
 Docs: https://fast-cam.github.io/fast_cam/methods.html.md"""
 
@@ -19,15 +19,18 @@ __all__ = ['methods', 'feature_maps', 'fuse_maps', 'CAMMethod', 'GradCAM', 'Grad
 
 # %% ../nbs/02_methods.ipynb #3c04919c
 def feature_maps(m, ls, c, name, hw=None, reshape=None):
-    "Activations and gradients (`None`s when not captured) of layers `ls` from the capture `c`, as maps `[n,c,h,w]` (see `to_spatial`)"
+    "Activations and gradients (`None`s if not captured) of layers `ls` in the capture `c`, as maps `[n,c,h,w]`"
+    # the layouts are read as in `to_spatial`
     # reading tokens is a slice and a permutation, so it commutes with the gradient: apply it to both after the capture
     acts = [check_spatial(m, l, to_spatial(a, m, l, hw, reshape), name) for l,a in zip(ls, c.acts)]
     grads = [None]*len(ls) if c.grads is None else [to_spatial(g, m, l, hw, reshape) for l,g in zip(ls, c.grads)]
     for l,g,sg in zip(ls, c.grads or [], grads):
-        # after a ViT's last attention only the class token reaches the score: every gradient map of such a layer is zero
+        # after a ViT's last attention only the class token reaches the score:
+        # every gradient map of such a layer is zero
         if g.ndim==3 and not sg.any() and g.any():
-            warnings.warn(f"Layer {module_name(m,l)!r}: the target scores depend on its extra (class) tokens only, not on its patch tokens, "
-                          "so gradient-based maps of it are all zero. Leave `layer=None` (`norm1` of the last block, see `token_layer`).")
+            warnings.warn(f"Layer {module_name(m,l)!r}: the target scores depend on its extra (class) tokens only, "
+                          "not on its patch tokens, so gradient-based maps of it are all zero. "
+                          "Leave `layer=None` (`norm1` of the last block, see `token_layer`).")
     return acts,grads
 
 
@@ -41,7 +44,8 @@ def fuse_maps(maps, fuse='max'):
     return ups.amax(0) if fuse=='max' else ups.mean(0)
 
 # %% ../nbs/02_methods.ipynb #a06070d9
-methods = {}  # name -> method: every `CAMMethod` subclass with a `name` of its own adds itself (see `__init_subclass__`)
+# name -> method: every `CAMMethod` subclass with a `name` of its own adds itself (see `__init_subclass__`)
+methods = {}
 
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
@@ -62,17 +66,19 @@ class CAMMethod:
     def weights(self, acts, grads): raise NotImplementedError
     def combine(self, acts, grads):
         "Map `[n,h,w]` from one layer's activations and gradients"
-        m = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads), acts)
-        return F.relu(m) if self.relu else m
+        mp = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads), acts)
+        return F.relu(mp) if self.relu else mp
     def check_target(self, target):
         "Raise a `TargetError` for a target this method cannot explain"
         if is_all(target) and not self.supports_all:
             subs = lambda c: [c] + [s for k in c.__subclasses__() for s in subs(k)]
             ok = ', '.join(sorted({c.name for c in subs(CAMMethod) if c.name and c.supports_all}))
-            raise TargetError(f"target='all' (one map per class) is supported by {ok}; {self.name} explains one target per item: "
-                              f"loop over the classes, e.g. `[learn.heatmap(x, {self.name!r}, target=c) for c in range(n_classes)]`.")
+            raise TargetError(f"target='all' (one map per class) is supported by {ok}; "
+                              f"{self.name} explains one target per item: loop over the classes, "
+                              f"e.g. `[learn.heatmap(x, {self.name!r}, target=c) for c in range(n_classes)]`.")
     def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None):
-        "Maps `[n,h,w]` (`[n,C,h,w]` for `target='all'`, float32) and the model's output for the batch `xb`; several layers give one fused map; `reshape` reads other layouts (see `to_spatial`)"
+        "Maps `[n,h,w]` (`[n,C,h,w]` for `target='all'`, float32) and the model's output for the batch `xb`"
+        # several layers give one fused map; `reshape` reads other layouts (see `to_spatial`)
         self.check_target(target)
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
@@ -82,7 +88,8 @@ class CAMMethod:
             # the C classes' gradients `[C,n,...]` as C*n items (class-major), each beside its item's activations
             C = len(c.grads[0])
             c.acts,c.grads = [a.expand(C,*a.shape).flatten(0,1) for a in c.acts],[g.flatten(0,1) for g in c.grads]
-        with no_autocast(xb):  # the model ran under the user's autocast (if any); the weighting and the sum run in float32
+        # the model ran under the user's autocast (if any); the weighting and the sum run in float32
+        with no_autocast(xb):
             maps = [self.combine(a, g) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape))]
             res = fuse_maps(maps, fuse).float()  # float32 for a float64 model too
             return (res.unflatten(0, (-1,n)).transpose(0,1) if is_all(target) else res), c.out
@@ -112,7 +119,9 @@ class XGradCAM(CAMMethod):
     name = 'xgradcam'
     def weights(self, acts, grads):
         s = acts.sum((2,3))
-        return torch.where(s!=0, (grads*acts).sum((2,3)) / torch.where(s!=0, s, torch.ones_like(s)), torch.zeros_like(s))  # eq. 13
+        # eq. 13
+        return torch.where(s!=0, (grads*acts).sum((2,3)) / torch.where(s!=0, s, torch.ones_like(s)),
+                           torch.zeros_like(s))
 
 # %% ../nbs/02_methods.ipynb #5ef98d06
 class LayerCAM(CAMMethod):
@@ -131,9 +140,12 @@ class EigenCAM(CAMMethod):
     name,needs_grad,supports_all = 'eigencam',False,False  # class-agnostic: one map per item whatever the target
     def combine(self, acts, grads=None):
         n,k,h,w = acts.shape
-        # the SVD of NaN or inf has no answer (torch raises a bare `LinAlgError`); the input was checked, so the model made them
-        if not torch.isfinite(acts).all(): raise CAMError("Eigen-CAM: the layer's activations hold NaN or infinite values, so they have no principal component. "
-                                                          "The model produces them from a finite input: check its weights (e.g. after a diverged training), or pick an earlier layer.")
+        # the SVD of NaN or inf has no answer (torch raises a bare `LinAlgError`);
+        # the input was checked, so the model made them
+        if not torch.isfinite(acts).all():
+            raise CAMError("Eigen-CAM: the layer's activations hold NaN or infinite values, "
+                           "so they have no principal component. The model produces them from a finite input: "
+                           "check its weights (e.g. after a diverged training), or pick an earlier layer.")
         r = acts.flatten(2).transpose(1,2)             # [n, positions, channels]
         r = r - r.mean(1, keepdim=True)
         v = torch.linalg.svd(r, full_matrices=False).Vh[:,0]    # first right singular vector per item
@@ -150,20 +162,25 @@ _cam_hint = ("Use Grad-CAM instead (`learn.gradcam(x)`, it works with any head),
              "`vision_learner(dls, arch, concat_pool=False, lin_ftrs=[])`.")
 
 def head_weights(head):
-    "Folded `(W, b)` of a GAP → Flatten → (BatchNorm1d) → (Dropout) → Linear `head`, given as the list of modules run after the layer"
+    "Folded `(W, b)` of a GAP → Flatten → (BatchNorm1d) → (Dropout) → Linear `head`"
+    # `head` is the list of modules run after the layer
     names = [type(o).__name__ for o in head]
-    bad = [o for o in head if not isinstance(o, _head_ok) or (isinstance(o, nn.AdaptiveAvgPool2d) and o.output_size not in (1,(1,1)))]
+    bad = [o for o in head if not isinstance(o, _head_ok)
+           or (isinstance(o, nn.AdaptiveAvgPool2d) and o.output_size not in (1,(1,1)))]
     lins = [o for o in head if isinstance(o, nn.Linear)]
     bns  = [o for o in head if isinstance(o, nn.BatchNorm1d)]
     if bad or len(lins)!=1 or head[-1] is not lins[0] or len(bns)>1 or (bns and head.index(bns[0])>head.index(lins[0])):
-        raise HeadError(f"CAM is exact only for a head GAP → Flatten → (BatchNorm1d) → (Dropout) → Linear after the layer; "
-                        f"this model runs {' → '.join(names) or 'nothing'} after it. " + _cam_hint)
+        raise HeadError(f"CAM is exact only for a head GAP → Flatten → (BatchNorm1d) → (Dropout) → Linear "
+                        f"after the layer; this model runs {' → '.join(names) or 'nothing'} after it. "
+                        + _cam_hint)
     lin = lins[0]
     W = lin.weight.detach().float()
     b = lin.bias.detach().float() if lin.bias is not None else torch.zeros(W.shape[0], device=W.device)
     if bns:
         bn = bns[0]
-        if bn.running_mean is None: raise HeadError("The head's BatchNorm1d keeps no running statistics, so it cannot be folded into the linear weights. " + _cam_hint)
+        if bn.running_mean is None:
+            raise HeadError("The head's BatchNorm1d keeps no running statistics, "
+                            "so it cannot be folded into the linear weights. " + _cam_hint)
         s = (bn.weight.detach().float() if bn.affine else 1.) / (bn.running_var.float()+bn.eps).sqrt()
         t = (bn.bias.detach().float() if bn.affine else 0.) - s*bn.running_mean.float()
         W,b = W*s, b + W@t
@@ -174,22 +191,28 @@ class CAM(CAMMethod):
     "CAM, Zhou et al. 2016 (arXiv:1512.04150): M_c = Σ_k w_ck·A_k from the head's (BN-folded) linear weights, exact"
     name,needs_grad,relu,options = 'cam',False,False,()
     def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
-        if is_custom(target): raise TargetError("CAM needs class indices or labels as `target`, not a callable: use Grad-CAM for custom scores.")
-        l = resolve_layer(m, ifnone(layer, 'last'), xb)  # CAM is defined at the last layer before the pooling only
-        if isinstance(l, list): raise LayerError("CAM uses the one layer before the pooling; pass a single layer (or None).")
+        if is_custom(target):
+            raise TargetError("CAM needs class indices or labels as `target`, not a callable: "
+                              "use Grad-CAM for custom scores.")
+        # CAM is defined at the last layer before the pooling only
+        l = resolve_layer(m, ifnone(layer, 'last'), xb)
+        if isinstance(l, list):
+            raise LayerError("CAM uses the one layer before the pooling; pass a single layer (or None).")
         c = capture(m, xb, [l], target, vocab, grad=False, trace=True)
         with no_autocast(xb):  # the folding, the check and the sum in float32 even under the user's autocast
             a,out = feature_maps(m, [l], c, self.name, xb.shape[-2:], reshape)[0][0],c.out
             i = max(j for j,o in enumerate(c.order) if o is l)
             W,b = (o.to(a.dtype) for o in head_weights(c.order[i+1:]))
             if not isinstance(out, Tensor) or out.ndim!=2 or out.shape[1]!=W.shape[0]:
-                raise HeadError("The model's output is not the head's linear output [n, classes], so CAM cannot be exact. " + _cam_hint)
+                raise HeadError("The model's output is not the head's linear output [n, classes], "
+                                "so CAM cannot be exact. " + _cam_hint)
             # the folded weights must give the model's own logits back (CAM eq. 2 summed over positions)
             o = out.float()
             err = (a.mean((2,3))@W.T + b - o).abs().max()
             if err > (1e-3 if out.dtype==torch.float32 else 2e-2)*(1+o.abs().max()):
-                raise HeadError(f"The mean of the CAM does not give back the model's logits (max error {err:.3g}): something between layer "
-                                f"{module_name(m,l)!r} and the pooling changes the features (e.g. a functional ReLU), so CAM would not be exact. " + _cam_hint)
+                raise HeadError(f"The mean of the CAM does not give back the model's logits (max error {err:.3g}): "
+                                f"something between layer {module_name(m,l)!r} and the pooling changes the features "
+                                f"(e.g. a functional ReLU), so CAM would not be exact. " + _cam_hint)
             if is_all(target): return torch.einsum('ck,nkhw->nchw', W, a).float(), out
             return torch.einsum('nk,nkhw->nhw', W[c.idx], a).float(), out
 
@@ -204,7 +227,8 @@ def get_method(method):
         k = method.lower().replace('-','').replace('_','').replace('++','pp')
         if k in methods: return methods[k]
         hint = difflib.get_close_matches(k, list(methods), n=3, cutoff=0.5)
-        raise CAMError(f"Unknown method {method!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '') + f" Available: {', '.join(methods)}.")
+        raise CAMError(f"Unknown method {method!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '')
+                       + f" Available: {', '.join(methods)}.")
     raise CAMTypeError(f"`method` must be a name ({', '.join(methods)}) or a CAMMethod, got {method!r}")
 
 # %% ../nbs/02_methods.ipynb #a25a83fc

@@ -1,4 +1,4 @@
-"""Is a heatmap right? Deletion and insertion curves, average drop, the pointing games, CAM boxes, and the randomisation sanity check: batched, on the model's device.
+"""Is a heatmap right? Deletion and insertion curves, average drop, pointing games, CAM boxes: batched, on the device.
 
 Docs: https://fast-cam.github.io/fast_cam/metrics.html.md"""
 
@@ -21,18 +21,19 @@ class TruthError(CAMError): "The masks or boxes to score maps against are missin
 
 # %% ../nbs/08_metrics.ipynb #0ad18115
 def saliency(maps):
-    "Maps as float32 `[n,h,w]`; gradients `[n,c,H,W]` (guided backprop) become their absolute value summed over channels"
+    "Maps as float32 `[n,h,w]`; gradients `[n,c,H,W]` (guided backprop) become their absolute sum over channels"
     if not isinstance(maps, Tensor): maps = torch.as_tensor(np.asarray(maps))
     maps = maps.detach().float()
     if maps.ndim==4: return maps.abs().sum(1)
     if maps.ndim==2: return maps[None]
-    if maps.ndim!=3: raise InputError(f"Expected maps [n,h,w] (or gradients [n,c,H,W]); got shape {tuple(maps.shape)}.")
+    if maps.ndim!=3:
+        raise InputError(f"Expected maps [n,h,w] (or gradients [n,c,H,W]); got shape {tuple(maps.shape)}.")
     return maps
 
 def saliency_at(maps, size):
     "`saliency(maps)` upsampled (bilinear) to `size` unless already that size"
-    m,size = saliency(maps),as_hw(size)
-    return m if tuple(m.shape[-2:])==size else upsample(m, size)
+    mp,size = saliency(maps),as_hw(size)
+    return mp if tuple(mp.shape[-2:])==size else upsample(mp, size)
 
 def _masks(masks, n, device):
     "Boolean masks `[n,H,W]` on `device`"
@@ -58,24 +59,29 @@ def _pearson(a, b):
 
 def spearman(a, b):
     "Spearman rank correlation of each pair of maps `[n,...]` (Pearson on average ranks); NaN where a map is constant"
-    if a.shape!=b.shape: raise InputError(f"Maps to compare must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}.")
+    if a.shape!=b.shape:
+        raise InputError(f"Maps to compare must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}.")
     a,b = _f64(a.detach().flatten(1)),_f64(b.detach().to(a.device).flatten(1))
     return _pearson(average_ranks(a), average_ranks(b)).float()
 
 # %% ../nbs/08_metrics.ipynb #0c78a256
 def ssim(a, b, data_range=1., gaussian=True, sigma=1.5, win=7, K1=0.01, K2=0.03):
-    "Mean SSIM (Wang et al. 2004) of each pair of maps `[n,h,w]`, as `skimage.metrics.structural_similarity` computes it"
+    "Mean SSIM (Wang et al. 2004) of each pair of maps `[n,h,w]`, as `skimage.metrics.structural_similarity`"
     a,b = saliency(a),saliency(b)
-    if a.shape!=b.shape: raise InputError(f"Maps to compare must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}.")
+    if a.shape!=b.shape:
+        raise InputError(f"Maps to compare must have the same shape; got {tuple(a.shape)} and {tuple(b.shape)}.")
     a,b = _f64(a),_f64(b.to(a.device))
-    # skimage's windows: an 11-tap gaussian of std 1.5 (truncated at 3.5 std), as Wang et al., or a uniform `win`×`win` box
+    # skimage's windows: an 11-tap gaussian of std 1.5 (truncated at 3.5 std), as Wang et al.,
+    # or a uniform `win`×`win` box
     win = 2*int(3.5*sigma+.5)+1 if gaussian else win
     h,w = a.shape[-2:]
-    if min(h,w)<win: raise InputError(f"SSIM's {win}×{win} window does not fit maps of {h}×{w}: upsample them first (e.g. `upsample(maps, 64)`).")
+    if min(h,w)<win: raise InputError(f"SSIM's {win}×{win} window does not fit maps of {h}×{w}: "
+                                      "upsample them first (e.g. `upsample(maps, 64)`).")
     r = torch.arange(win, device=a.device, dtype=a.dtype) - (win-1)/2
     g = torch.exp(-r**2/(2*sigma**2)) if gaussian else torch.ones_like(r)
     g = g/g.sum()
-    def filt(x): return F.conv2d(F.conv2d(x[:,None], g.view(1,1,1,-1)), g.view(1,1,-1,1))[:,0]  # 'valid': skimage crops the borders
+    # 'valid': skimage crops the borders
+    def filt(x): return F.conv2d(F.conv2d(x[:,None], g.view(1,1,1,-1)), g.view(1,1,-1,1))[:,0]
     ux,uy = filt(a),filt(b)
     cn = 1. if gaussian else win*win/(win*win-1)  # skimage's default sample covariance for the box window
     vx,vy,vxy = cn*(filt(a*a)-ux*ux),cn*(filt(b*b)-uy*uy),cn*(filt(a*b)-ux*uy)
@@ -88,7 +94,8 @@ def boxes_to_masks(boxes, size):
     "Boolean masks `[n,H,W]` of boxes `[n,4]` given as pixel corners `(x0,y0,x1,y1)`, `x1`,`y1` excluded"
     b = boxes if isinstance(boxes, Tensor) else torch.as_tensor(np.asarray(boxes))
     if b.ndim==1: b = b[None]
-    if b.ndim!=2 or b.shape[1]!=4: raise TruthError(f"Boxes must be [n,4] as (x0,y0,x1,y1); got shape {tuple(b.shape)}.")
+    if b.ndim!=2 or b.shape[1]!=4:
+        raise TruthError(f"Boxes must be [n,4] as (x0,y0,x1,y1); got shape {tuple(b.shape)}.")
     return box_masks(b, size)
 
 def _dilate(masks, tol):
@@ -101,25 +108,28 @@ def _dilate(masks, tol):
 
 # %% ../nbs/08_metrics.ipynb #d9dee809
 def pointing_game(maps, masks, tol=0):
-    "Per item, 1 if the map's peak (upsampled to the mask size) is within `tol` pixels of the mask, else 0; tied peaks score the fraction that hit"
-    m = saliency(maps)
-    mk = _masks(masks, len(m), m.device)
-    m = saliency_at(m, mk.shape[-2:]).flatten(1)
-    peak = m==m.amax(1, keepdim=True)
+    "Per item, 1 if the map's peak (upsampled to the mask size) is within `tol` pixels of the mask, else 0"
+    # tied peaks score the fraction that hit
+    mp = saliency(maps)
+    mk = _masks(masks, len(mp), mp.device)
+    mp = saliency_at(mp, mk.shape[-2:]).flatten(1)
+    peak = mp==mp.amax(1, keepdim=True)
     return (peak & _dilate(mk, tol).flatten(1)).sum(1).float() / peak.sum(1)
 
 # %% ../nbs/08_metrics.ipynb #6dcad1e6
 def energy_pointing_game(maps, masks, norm=False):
-    "Per item, the share of the map's mass inside the mask, Σ_in L / Σ L, on the map upsampled to the mask size; negative values count as 0"
-    m = saliency(maps)
-    mk = _masks(masks, len(m), m.device)
-    m = saliency_at(m, mk.shape[-2:])
-    m = min_max_scale(m) if norm else m.clamp_min(0)
-    return (m*mk).flatten(1).sum(1) / m.flatten(1).sum(1)
+    "Per item, the share of the map's mass inside the mask, Σ_in L / Σ L, on the map upsampled to the mask size"
+    # negative values count as 0
+    mp = saliency(maps)
+    mk = _masks(masks, len(mp), mp.device)
+    mp = saliency_at(mp, mk.shape[-2:])
+    mp = min_max_scale(mp) if norm else mp.clamp_min(0)
+    return (mp*mk).flatten(1).sum(1) / mp.flatten(1).sum(1)
 
 # %% ../nbs/08_metrics.ipynb #e56f5a49
 def largest_component(masks, connectivity=8):
-    "The largest connected component of each boolean mask `[n,H,W]`, with 4- or 8-connectivity (ties: the one whose first pixel comes first)"
+    "The largest connected component of each boolean mask `[n,H,W]`, with 4- or 8-connectivity"
+    # ties: the one whose first pixel comes first
     if connectivity not in (4,8): raise CAMError(f"`connectivity` must be 4 or 8, got {connectivity!r}.")
     fg = masks.bool()
     n,H,W = fg.shape
@@ -131,7 +141,8 @@ def largest_component(masks, connectivity=8):
         ok = fg[:,:H-dy,x0:x1] & fg[:,dy:,x0+dx:x1+dx]
         ps.append(p[ok]); qs.append(q[ok])
     p,q = torch.cat(ps),torch.cat(qs)
-    # union-find on the pairs of neighbouring foreground pixels: hook each root under the smaller one, then compress paths
+    # union-find on the pairs of neighbouring foreground pixels: hook each root under the smaller one,
+    # then compress paths
     par = idx.flatten().clone()
     while True:
         rp,rq = par[p],par[q]
@@ -140,19 +151,22 @@ def largest_component(masks, connectivity=8):
         par.scatter_reduce_(0, torch.maximum(rp,rq)[d], torch.minimum(rp,rq)[d], 'amin')
         while not torch.equal(nxt := par[par], par): par = nxt
     root = par.view(n,H,W)  # every pixel's root is the first pixel of its component
-    cnt = torch.zeros(n*H*W, device=fg.device, dtype=torch.long).scatter_add_(0, root[fg], torch.ones_like(root[fg])).view(n, H*W)
+    cnt = torch.zeros(n*H*W, device=fg.device, dtype=torch.long)
+    cnt = cnt.scatter_add_(0, root[fg], torch.ones_like(root[fg])).view(n, H*W)
     best = cnt.argmax(1) + torch.arange(n, device=fg.device)*H*W
     return fg & (root==best[:,None,None])
 
 # %% ../nbs/08_metrics.ipynb #d093bd43
 def cam_to_mask(maps, size=None, thresh=0.2, connectivity=8):
-    "The largest connected region where each map (upsampled to `size`) is at least `thresh` times its maximum, `[n,H,W]` bool"
-    m = saliency(maps) if size is None else saliency_at(maps, size)
-    mx = m.flatten(1).amax(1)[:,None,None]
-    return largest_component((m >= thresh*mx) & (mx>0), connectivity)
+    "The largest connected region where each map (upsampled to `size`) is at least `thresh` times its maximum"
+    # a bool `[n,H,W]`
+    mp = saliency(maps) if size is None else saliency_at(maps, size)
+    mx = mp.flatten(1).amax(1)[:,None,None]
+    return largest_component((mp >= thresh*mx) & (mx>0), connectivity)
 
 def mask_to_box(masks):
-    "Bounding boxes `[n,4]` `(x0,y0,x1,y1)`, `x1`,`y1` excluded, of boolean masks `[n,H,W]`; an empty mask gives `(0,0,0,0)`"
+    "Bounding boxes `[n,4]` `(x0,y0,x1,y1)` of boolean masks `[n,H,W]`; an empty mask gives `(0,0,0,0)`"
+    # `x1`,`y1` excluded
     mk = masks.bool()
     def _span(v):
         i = torch.arange(v.shape[1], device=v.device)
@@ -188,17 +202,20 @@ def gaussian_blur(xb, ks=11, sigma=5.):
     g = torch.exp(-(torch.arange(ks, device=xb.device, dtype=xb.dtype)-r)**2/(2*sigma**2))
     g,c = g/g.sum(),xb.shape[1]
     x = F.pad(xb, (r,r,r,r), mode='reflect' if min(xb.shape[-2:])>r else 'replicate')
-    return F.conv2d(F.conv2d(x, g.view(1,1,1,ks).expand(c,1,1,ks), groups=c), g.view(1,1,ks,1).expand(c,1,ks,1), groups=c)
+    x = F.conv2d(x, g.view(1,1,1,ks).expand(c,1,1,ks), groups=c)
+    return F.conv2d(x, g.view(1,1,ks,1).expand(c,1,ks,1), groups=c)
 
 # %% ../nbs/08_metrics.ipynb #5465e4b2
 def _check_maps(maps, xb):
-    m = saliency(maps).to(xb.device)
-    if len(m)!=len(xb): raise InputError(f"Got {len(m)} maps for {len(xb)} images: pass one map per image.")
-    return m
+    mp = saliency(maps).to(xb.device)
+    if len(mp)!=len(xb): raise InputError(f"Got {len(mp)} maps for {len(xb)} images: pass one map per image.")
+    return mp
 
 def _substrate(xb, sub):
     if isinstance(sub, str):
-        if sub!='blur': raise CAMError(f"The substrate must be a number, a tensor, a function of the batch, or 'blur'; got {sub!r}.")
+        if sub!='blur':
+            raise CAMError("The substrate must be a number, a tensor, a function of the batch, "
+                           f"or 'blur'; got {sub!r}.")
         return gaussian_blur(xb)
     if callable(sub): sub = sub(xb)
     return torch.as_tensor(sub, dtype=xb.dtype, device=xb.device).expand_as(xb)
@@ -214,10 +231,12 @@ def _order(maps, size):
 def perturbation_curve(learn_or_model, # A `Learner` or an `nn.Module`
                        x, # The images, in any form `explain` takes
                        maps, # One map per image, any resolution
-                       mode='deletion', # 'deletion' (from the image to `substrate`) or 'insertion' (from `substrate` to the image)
+                       mode='deletion', # 'deletion' (image to `substrate`) or 'insertion' (`substrate` to image)
                        target=None, # The class to score: None (predicted), int, label or one per item
                        steps=32, # Number of equal steps from none to all of the pixels
-                       substrate=None, # What replaces the pixels: a number, a tensor, `f(xb)` or 'blur'; default 0 for deletion, 'blur' for insertion
+                       # What replaces the pixels: a number, a tensor, `f(xb)` or 'blur';
+                       # default 0 for deletion, 'blur' for insertion
+                       substrate=None,
                        score='prob', # 'prob' (softmax probability; sigmoid for a multi-label Learner) or 'logit'
                        bs=64, # Batch size of the perturbed forwards
                        progress=False # Show a progress bar
@@ -256,7 +275,8 @@ def insertion(learn_or_model, x, maps, target=None, steps=32, substrate='blur', 
 
 # %% ../nbs/08_metrics.ipynb #c48b5a5f
 def drop_increase(learn_or_model, x, maps, target=None, bs=64):
-    "Per item, the drop `max(0,Y-O)/Y·100` and the increase `O>Y` of the target's probability from the image (Y) to the image × its map (O)"
+    "Per item, the drop `max(0,Y-O)/Y·100` and the increase `O>Y` of the target's probability"
+    # Y: on the image; O: on the image × its map
     m = as_model(learn_or_model)
     xb = to_batch(learn_or_model, x)
     mp = min_max_scale(saliency_at(_check_maps(maps, xb), xb.shape[-2:]))
@@ -269,5 +289,6 @@ def drop_increase(learn_or_model, x, maps, target=None, bs=64):
 
 # %% ../nbs/08_metrics.ipynb #cc75be89
 # names that moved to their own modules still import from here (see `moved_names`)
-__getattr__ = moved_names(__name__, {**dict.fromkeys('baseline_maps trust_metrics CAMEvaluation evaluate_cams'.split(), 'evaluate'),
-                          **dict.fromkeys('cascade_blocks randomise_ SanityCheck sanity_check'.split(), 'sanity')})
+__getattr__ = moved_names(__name__, {
+    **dict.fromkeys('baseline_maps trust_metrics CAMEvaluation evaluate_cams'.split(), 'evaluate'),
+    **dict.fromkeys('cascade_blocks randomise_ SanityCheck sanity_check'.split(), 'sanity')})

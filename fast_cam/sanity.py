@@ -1,4 +1,4 @@
-"""Cascading randomisation (Adebayo et al. 2018): a map that explains the model must change as the model's weights are destroyed.
+"""Cascading randomisation (Adebayo et al. 2018): a map explaining the model must change as its weights are destroyed.
 
 Docs: https://fast-cam.github.io/fast_cam/sanity.html.md"""
 
@@ -25,12 +25,15 @@ def cascade_blocks(learn_or_model):
     "Dotted names of the blocks cascading randomisation resets, from the output down"
     m = as_model(learn_or_model)
     parts = [('1.', m[1]), ('0.', m[0])] if is_body_head(m) else [('', m)]
-    res = [pre+nm for pre,p in parts for nm,o in reversed(list(p.named_children())) if any(True for _ in o.parameters())]
-    if not res: raise LayerError("The model has no child module with parameters to randomise: pass `blocks=` (names or modules, top first).")
+    res = [pre+nm for pre,p in parts for nm,o in reversed(list(p.named_children()))
+           if any(True for _ in o.parameters())]
+    if not res: raise LayerError("The model has no child module with parameters to randomise: "
+                                 "pass `blocks=` (names or modules, top first).")
     return res
 
 def randomise_(mod, seed=0):
-    "Re-initialise `mod`'s parameters in place (`reset_parameters()`, else a normal draw of the same std), seeded, leaving the global RNG as it was"
+    "Re-initialise `mod`'s parameters in place, seeded, leaving the global RNG as it was"
+    # `reset_parameters()` where a module has one, else a normal draw of the same std
     devs = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devs), torch.no_grad():
         torch.manual_seed(seed)
@@ -45,7 +48,8 @@ def randomise_(mod, seed=0):
 
 # %% ../nbs/08a_sanity.ipynb #b1cb3b54
 class SanityCheck:
-    "What `sanity_check` returns: `df`, one row per step; `spearman` and `ssim` per step and item; `maps` `[steps+1,n,H,W]` scaled to [0,1]"
+    "What `sanity_check` returns: `df`, one row per step; `spearman`, `ssim` per step and item; `maps`, `images`"
+    # `maps` is `[steps+1,n,H,W]`, scaled to [0,1]
     def __init__(self, df, spearman, ssim, maps, images, method): store_attr()
     def __repr__(self): return repr(self.df)
     def _repr_html_(self): return self.df._repr_html_()
@@ -86,15 +90,16 @@ def _layer_names(m, layer):
 def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed: the check works on a copy)
                  x, # The images, in any form `explain` takes
                  method='gradcam', # The method to check
-                 target=None, # The classes to explain at every step: None (the trained model's predictions), int, label or one per item
+                 target=None, # Classes at each step: None (the trained model's predictions), int, label or one per item
                  layer=None, # The layer, as for `explain`
-                 blocks=None, # What each step re-initialises, top first: names, index paths or modules; default `cascade_blocks`
+                 blocks=None, # What each step resets, top first: names, index paths or modules; None: `cascade_blocks`
                  seed=0, # Seed of the random weights
                  size='input', # Compare the maps upsampled to the input ('input'), to `(H,W)`, or as they are (None)
                  progress=False, # Show a progress bar
                  **kwargs # Options of the method
                 ):
-    "Cascading randomisation (Adebayo et al. 2018): Spearman correlation and SSIM of the maps with the trained model's as more blocks are re-initialised"
+    "Cascading randomisation (Adebayo et al. 2018): how much the maps change as more blocks are re-initialised"
+    # Spearman correlation and SSIM of each step's maps with the trained model's
     m = as_model(learn_or_model)
     meth = get_method(method)
     xb = to_batch(learn_or_model, x)
@@ -106,18 +111,19 @@ def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed:
     def _maps(mod):
         mp = saliency(explain(mod, xb, meth, target=idx, layer=lay, **kwargs))
         return min_max_scale(mp if size is None else saliency_at(mp, size))
-    m0 = _maps(m)
-    names,maps = ['(none)'],[m0]
-    with torch.inference_mode(False):  # the copy's weights must be ordinary tensors, even when called under inference mode
+    mp0 = _maps(m)
+    names,maps = ['(none)'],[mp0]
+    # the copy's weights must be ordinary tensors, even when called under inference mode
+    with torch.inference_mode(False):
         mc = deepcopy(m)
         for i,b in enumerate(bar_if(blocks, progress)):
             randomise_(get_module(mc, b), seed+i)
             maps.append(_maps(mc)); names.append(b)
     del mc
-    sp = torch.stack([spearman(m0, o) for o in maps]).cpu()
-    ss = torch.stack([ssim(m0, o) for o in maps]).cpu()
-    df = pd.DataFrame(dict(step=range(len(maps)), randomised=names, spearman=sp.nanmean(1).numpy(), ssim=ss.mean(1).numpy(),
-                           n_const=sp.isnan().sum(1).numpy()))
+    sp = torch.stack([spearman(mp0, o) for o in maps]).cpu()
+    ss = torch.stack([ssim(mp0, o) for o in maps]).cpu()
+    df = pd.DataFrame(dict(step=range(len(maps)), randomised=names, spearman=sp.nanmean(1).numpy(),
+                           ssim=ss.mean(1).numpy(), n_const=sp.isnan().sum(1).numpy()))
     return SanityCheck(df, sp, ss, torch.stack(maps).cpu(), decode_batch(learn_or_model, xb), meth.name)
 
 

@@ -12,15 +12,15 @@ from .capture import *
 from .layers import *
 from .methods import *
 from fastai.vision.all import *
-from fastprogress.fastprogress import progress_bar
 
 # %% auto #0
 __all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'ScoreCAM']
 
 # %% ../nbs/02a_scorecam.ipynb #3e5c9966
 def _lin_interp(n_in, n_out, device=None):
-    "The `n_out × n_in` matrix of 1-d linear upsampling, as `F.interpolate(mode='bilinear', align_corners=False)` does along one axis"
-    return F.interpolate(torch.eye(n_in, device=device)[None,None], size=(n_out, n_in), mode='bilinear', align_corners=False)[0,0]
+    "The `n_out × n_in` matrix of 1-d linear upsampling along one axis, as `F.interpolate` does it (bilinear)"
+    eye = torch.eye(n_in, device=device)[None,None]
+    return F.interpolate(eye, size=(n_out, n_in), mode='bilinear', align_corners=False)[0,0]
 
 def up_adjoint(g, hw):
     "Adjoint of bilinear upsampling from `hw` to `g`'s size: ⟨upsample(z), g⟩ = ⟨z, up_adjoint(g, hw)⟩ for every `z`"
@@ -34,7 +34,7 @@ def channel_masks(a):
 
 _selects = ('taylor','variance','gradcam')
 def channel_info(select, a, grad=None, xgrad=None, xb=None):
-    "How likely each channel of `a` (n,k,h,w) is to score high in Score-CAM: its top `max_channels` get a masked forward"
+    "How likely each channel of `a` `[n,k,h,w]` is to score high: its top `max_channels` get a masked forward"
     if select=='variance': return a.flatten(2).var(2)                      # Faster Score-CAM
     if select=='gradcam':  return grad.mean((2,3))*a.mean((2,3))           # Grad-CAM contribution α_k·mean(A_k)
     # first order: y(x⊙M_k) ≈ y(x) - ⟨∇y⊙x, 1-M_k⟩, so rank by ⟨∇y⊙x, M_k⟩, on the small maps through the adjoint
@@ -51,8 +51,9 @@ def _batched(o, n):
     return False
 
 def _rows(o, sl, n):
-    "Rows `sl` of a model output for a batch of `n`: a tensor, each tensor of a tuple, list or dict, or the items of a list with one per sample"
-    if isinstance(o, Tensor): return o[sl] if o.ndim and len(o)==n else o  # a 0-d or unbatched tensor (e.g. an auxiliary loss) is shared
+    "Rows `sl` of a model output for a batch of `n`: a tensor, the tensors of a tuple, list or dict, or a list's items"
+    # a 0-d or unbatched tensor (e.g. an auxiliary loss) is shared
+    if isinstance(o, Tensor): return o[sl] if o.ndim and len(o)==n else o
     if isinstance(o, dict): return {k:_rows(v, sl, n) for k,v in o.items()}
     if isinstance(o, (tuple,list)):
         # one entry per sample (torchcam's structured models return a list of dicts): slice the list itself
@@ -61,17 +62,53 @@ def _rows(o, sl, n):
         return type(o)(*rs) if hasattr(o, '_fields') else type(o)(rs)  # a namedtuple takes its fields one by one
     return o
 
+_seg_msg = ("Score-CAM scores masked copies of the image by one logit per item, and this model's output {shape} is a "
+            "segmentation map: use a gradient method (`gradcam`, `hirescam`, `layercam`...), or pass `target=f` with "
+            "`f(output)` returning one score per item.")
+
+def _jobs(chans, const, k, n, fn, bs):
+    "Items `I` and masks `J` of the masked forwards, and their batch size"
+    # one forward per (item, channel) whose mask is its own, and one per item for the shared zero mask `k`
+    dev = const.device
+    I = torch.cat([torch.full((len(ch),), i, device=dev) for i,ch in enumerate(chans)])
+    J = torch.cat([torch.where(const[i,ch], k, ch) for i,ch in enumerate(chans)])
+    jobs = torch.unique(I*(k+1)+J)
+    I,J = jobs//(k+1),jobs%(k+1)
+    if fn is None: return I,J,bs
+    # a callable target reads its output as a batch of the items (e.g. `o[range(n), t]`), so it must see rows laid out
+    # as the items: rounds of n rows, row i a job of item i (an item with fewer jobs repeats its last), one call a round
+    per = [J[I==i] for i in range(n)]
+    r = max(len(o) for o in per)
+    J = torch.stack([o[torch.arange(r, device=dev).clamp_max(len(o)-1)] for o in per], 1).flatten()
+    return torch.arange(n, device=dev).repeat(r),J,max(1, bs//n)*n
+
+def _softmax_weights(scores, chans, const, fill):
+    "Score-CAM's weights `[n,k]`: the softmax of each item's scores (`scores[:,k]` is the zero mask's)"
+    n,k = scores.shape[0],scores.shape[1]-1
+    w = scores.new_zeros(n, k)
+    for i,ch in enumerate(chans):
+        s = torch.where(const[i,ch], scores[i,k], scores[i,ch])
+        if len(ch)==k or fill=='zero': w[i,ch] = s.softmax(0)
+        else:
+            # channels not scored keep a share of the softmax: the lowest score of the scored ones, or their mean
+            full = s.new_full((k,), float(s.min() if fill=='min' else s.mean())); full[ch] = s
+            w[i] = full.softmax(0)
+    return w
+
 class ScoreCAM(CAMMethod):
     "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the channels likeliest to score high"
+    # one target per item: C classes would cost C times the masked forwards
     name,needs_grad,supports_all = 'scorecam',False,False
-    options = ('bs','max_channels','select','fill','bar','fuse')  # C classes would cost C times the masked forwards: one target per item
+    options = ('bs','max_channels','select','fill','bar','fuse')
     def __init__(self, bs=32, max_channels=None, select='taylor', fill='min', bar=None): store_attr()
 
-    def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None, bar=None, fuse='max', reshape=None):
+    def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None,
+                bar=None, fuse='max', reshape=None):
         self.check_target(target)
         bs,kmax,bar = ifnone(bs, self.bs),ifnone(max_channels, self.max_channels),ifnone(bar, self.bar)
         select,fill = ifnone(select, self.select),ifnone(fill, self.fill)
-        if select not in _selects: raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
+        if select not in _selects:
+            raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
         if fill not in ('min','mean','zero'): raise CAMError(f"`fill` must be 'min', 'mean' or 'zero', got {fill!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
@@ -79,8 +116,7 @@ class ScoreCAM(CAMMethod):
         c = capture(m, xb, ls, target, vocab, grad=fast and select=='gradcam', input_grad=fast and select=='taylor')
         fn = target if callable(target) and not isinstance(target, (str,Tensor)) else None
         if fn is None and isinstance(c.out, Tensor) and c.out.ndim==4:
-            raise TargetError(f"Score-CAM scores masked copies of the image by one logit per item, and this model's output {tuple(c.out.shape)} is a segmentation map: "
-                              "use a gradient method (`gradcam`, `hirescam`, `layercam`...), or pass `target=f` with `f(output)` returning one score per item.")
+            raise TargetError(_seg_msg.format(shape=tuple(c.out.shape)))
         maps = []
         for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape)):
             with no_autocast(xb): info = channel_info(select, a, g, c.xgrad, xb) if fast else None
@@ -88,26 +124,17 @@ class ScoreCAM(CAMMethod):
         return fuse_maps(maps, fuse).float(), c.out  # float32 for a float64 model too
 
     def _one(self, m, xb, a, idx, fn, bs, kmax, info, fill, bar):
-        m = as_model(m)
-        n,k = a.shape[:2]
+        "The map of one layer's activations `a`: the channels' masks scored by masked forwards, softmax-weighted"
+        m,(n,k) = as_model(m),a.shape[:2]
         masks = torch.cat([channel_masks(a), torch.zeros_like(a[:,:1])], 1)  # channel k: the zero mask
-        const = (a.amax((2,3))==a.amin((2,3)))                               # these channels all give the zero mask
-        chans = [torch.arange(k, device=a.device) if kmax is None or kmax>=k else info[i].topk(kmax).indices for i in range(n)]
-        # one forward per (item, channel) whose mask is its own, and one per item for the shared zero mask
-        I = torch.cat([torch.full((len(ch),), i, device=a.device) for i,ch in enumerate(chans)])
-        J = torch.cat([torch.where(const[i,ch], k, ch) for i,ch in enumerate(chans)])
-        jobs = torch.unique(I*(k+1)+J)
-        I,J,step = jobs//(k+1),jobs%(k+1),bs
-        if fn is not None:
-            # a callable target reads its output as a batch of the items (e.g. `o[range(n), t]`), so it must see rows laid out as the items:
-            # rounds of n rows, row i a job of item i (an item with fewer jobs repeats its last), and one call per round
-            per = [J[I==i] for i in range(n)]
-            r = max(len(o) for o in per)
-            J = torch.stack([o[torch.arange(r, device=a.device).clamp_max(len(o)-1)] for o in per], 1).flatten()
-            I,step = torch.arange(n, device=a.device).repeat(r),max(1, bs//n)*n
+        const = (a.amax((2,3))==a.amin((2,3)))  # these channels all give the zero mask
+        full = kmax is None or kmax>=k
+        chans = [torch.arange(k, device=a.device) if full else info[i].topk(kmax).indices for i in range(n)]
+        I,J,step = _jobs(chans, const, k, n, fn, bs)
         H,W = xb.shape[-2:]
         def _make(sl):
-            mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False).to(xb.dtype)
+            mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False)
+            mk = mk.to(xb.dtype)
             return (xb if n==1 else xb[I[sl]])*mk
         def _read(sl, out):
             if fn is None: return out.float().gather(1, idx[I[sl]][:,None])[:,0].to(a.dtype)
@@ -115,16 +142,9 @@ class ScoreCAM(CAMMethod):
             return torch.cat([target_scores(fn, _rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(a.dtype)
         scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
         scores[I,J] = batched_forward(m, _make, len(I), step, _read, bar or (bar is None and -(-len(I)//step)>=20))
-        w = torch.zeros(n, k, device=a.device, dtype=a.dtype)
-        for i in range(n):
-            ch = chans[i]
-            s = torch.where(const[i,ch], scores[i,k], scores[i,ch])
-            if len(ch)==k or fill=='zero': w[i,ch] = s.softmax(0)
-            else:
-                # channels not scored keep a share of the softmax: the lowest score of the scored ones, or their mean
-                full = s.new_full((k,), float(s.min() if fill=='min' else s.mean())); full[ch] = s
-                w[i] = full.softmax(0)
-        with no_autocast(a): return F.relu(torch.einsum('nk,nkhw->nhw', w, a))  # the masked forwards ran under the user's autocast, the sum does not
+        w = _softmax_weights(scores, chans, const, fill)
+        # the masked forwards ran under the user's autocast, the sum does not
+        with no_autocast(a): return F.relu(torch.einsum('nk,nkhw->nhw', w, a))
 
 
 

@@ -1,4 +1,4 @@
-"""`show_heatmap` and the `learn.show_*` methods: the image, its heatmap, the prediction and its probability, one item or a grid.
+"""`show_heatmap` and the `learn.show_*` methods: the image, its heatmap and the class explained, one item or a grid.
 
 Docs: https://fast-cam.github.io/fast_cam/show.html.md"""
 
@@ -71,7 +71,7 @@ def show_guided(g, ax=None, ctx=None, gray=False, title=None, figsize=None, **kw
     if ax is None: _,ax = plt.subplots(figsize=figsize)
     g = g.detach().float().cpu()
     g = g.abs().mean(0) if gray else g
-    g = (g-g.min())/(g.max()-g.min()).clamp_min(1e-12)
+    g = min_max_scale(g, dims=tuple(range(g.ndim)))  # one scale over all channels
     if g.ndim==3 and g.shape[0]==1: g = g[0]
     if g.ndim==3: g = g.permute(1,2,0)
     ax.imshow(g.numpy(), cmap='gray' if g.ndim==2 else None, **kwargs)
@@ -81,7 +81,7 @@ def show_guided(g, ax=None, ctx=None, gray=False, title=None, figsize=None, **kw
 
 # %% ../nbs/05_show.ipynb #3ddb8c1c
 def show_map(img, mp, guided=False, ax=None, title=None, gray=False, **kwargs):
-    "Draw one map: a guided-backprop image `mp` `[c,H,W]` on its own if `guided`, else the heatmap `mp` over `img` (`kwargs` go to `show_heatmap`)"
+    "Draw one map: a guided-backprop image `mp` `[c,H,W]` if `guided`, else the heatmap `mp` over `img`"
     if guided: return show_guided(mp, ax=ax, gray=gray, title=title)
     return show_heatmap(img, mp, ax=ax, title=title, **kwargs)
 
@@ -105,7 +105,8 @@ def _seg_titles(preds, target, vocab):
     st = SegTarget(target)
     idx = st.classes(preds, vocab)
     mk = st.masks(preds, idx).float()
-    p = (preds.float().gather(1, idx[:,None,None,None].expand(-1,1,*preds.shape[-2:]))[:,0]*mk).flatten(1).sum(1) / mk.flatten(1).sum(1).clamp_min(1)
+    p = preds.float().gather(1, idx[:,None,None,None].expand(-1,1,*preds.shape[-2:]))[:,0]
+    p = (p*mk).flatten(1).sum(1) / mk.flatten(1).sum(1).clamp_min(1)
     return [f"{class_label(vocab, i)} / {q:.2f}" for i,q in zip(idx.tolist(), p.tolist())]
 
 def _titles(learn, preds, target, maps_n):
@@ -119,7 +120,7 @@ def _titles(learn, preds, target, maps_n):
 
 # %% ../nbs/05_show.ipynb #e7b5f6e8
 def label_panels(preds, pick):
-    "`(rows, cols)`: a panel for each item and each of its labels `pick(i, p)` (`p`: its probabilities), its most probable label if it picks none"
+    "`(rows, cols)`: a panel per item and label `pick(i, p)` (`p`: its probabilities); its top label if it picks none"
     rows,cols = [],[]
     for i,p in enumerate(preds.float().cpu()):
         ls = pick(i, p) or [int(p.argmax())]
@@ -127,45 +128,62 @@ def label_panels(preds, pick):
     return tensor(rows),tensor(cols)
 
 def _ml_panels(learn, xb, meth, layer, reshape, thresh):
-    "Items and labels of a multi-label `learn`'s panels: every label whose probability passes `thresh`, most probable first"
+    "Items and labels of a multi-label `learn`'s panels: each label with probability over `thresh`, most probable first"
     _,preds = explain(learn, xb, meth, None, layer, with_preds=True, **({} if reshape is None else {'reshape':reshape}))
     return *label_panels(preds, lambda i,p: [int(j) for j in p.argsort(descending=True) if p[j]>thresh]),preds
 
-@patch
-def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, merge=True, alpha=0.6, cmap='magma',
-                 interpolation='bilinear', colorbar=False, gray=False, ncols=4, figsize=None, ax=None, ctx=None, title=None, reshape=None, region=None, **kwargs):
-    "Draw the `method` heatmap(s) of `x` over the image(s); a multi-label Learner draws one panel per predicted label; a list of methods draws a comparison row for one image; `region` (segmentation) is outlined. Returns the axes"
-    if is_all(target): raise TargetError("show_heatmap draws one map per item: for every class, loop over them (`target=c`), "
-                                         "or get the maps with `learn.heatmap(x, target='all')`.")
-    target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
-    xb = to_batch(self, x)
-    imgs = decode_batch(self, xb)
-    meths = [get_method(o) for o in (method if isinstance(method, (list,tuple)) else [method])]
-    if len(meths)>1 and len(xb)!=1: raise CAMError(f"A list of methods compares them on one image; got {len(xb)} images. Pass one image, or one method.")
-    thresh = multi_label(self)
+_show_all_msg = ("show_heatmap draws one map per item: for every class, loop over them (`target=c`), "
+                 "or get the maps with `learn.heatmap(x, target='all')`.")
+
+def _panel_maps(learn, xb, meths, target, layer, reshape, region):
+    "`(rows, target, [(maps, preds)] per method)` of the panels: on a multi-label Learner one per predicted label"
+    thresh = multi_label(learn)
     if thresh is not None and target is None and region is None and len(meths)==1:
         # multi-label: a panel for each label the model predicts (fastai decodes `probability > loss_func.thresh`)
-        rows,cols,preds = _ml_panels(self, xb, meths[0], layer, reshape, thresh)
-        xb,imgs,target = xb[rows.to(xb.device)],imgs[rows],cols
-        res = [(explain(self, xb, meths[0], target, layer, reshape=reshape), preds[rows.to(preds.device)])]
-    else: res = [explain(self, xb, m, target, layer, with_preds=True, reshape=reshape, region=region) for m in meths]
+        rows,cols,preds = _ml_panels(learn, xb, meths[0], layer, reshape, thresh)
+        maps = explain(learn, xb[rows.to(xb.device)], meths[0], cols, layer, reshape=reshape)
+        return rows,cols,[(maps, preds[rows.to(preds.device)])]
+    return None,target,[explain(learn, xb, meth, target, layer, with_preds=True, reshape=reshape, region=region)
+                        for meth in meths]
+
+def _axes(ax, ctx, n, per, **kwargs):
+    "The axes to draw on: those passed (`ax` or `ctx`), else a new grid of `n` panels"
+    a = ifnone(ax, ctx)
+    if a is None: return get_grid(n, **kwargs)
+    return [a] if per==1 else list(a)
+
+@patch
+def show_heatmap(self:Learner, x, method='gradcam', target=None, layer=None, merge=True, alpha=0.6, cmap='magma',
+                 interpolation='bilinear', colorbar=False, gray=False, ncols=4, figsize=None, ax=None, ctx=None,
+                 title=None, reshape=None, region=None, **kwargs):
+    "Draw the `method` heatmap(s) of `x` over the image(s), titled with the class explained; returns the axes"
+    if is_all(target): raise TargetError(_show_all_msg)
+    target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
+    xb = to_batch(self, x)
+    meths = [get_method(o) for o in (method if isinstance(method, (list,tuple)) else [method])]
+    if len(meths)>1 and len(xb)!=1:
+        raise CAMError(f"A list of methods compares them on one image; got {len(xb)} images. "
+                       "Pass one image, or one method.")
+    imgs = decode_batch(self, xb)
+    rows,target,res = _panel_maps(self, xb, meths, target, layer, reshape, region)
+    if rows is not None: xb,imgs = xb[rows.to(xb.device)],imgs[rows]
     preds = res[0][1]
     tts = _titles(self, preds, target if region is None else SegTarget(target, region), len(xb))
-    rms = None if region is None else region_masks(region, len(xb), preds.shape[-2:]).float()
+    draw = dict(gray=gray, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar)
     if len(meths)>1:
-        axs = ifnone(ifnone(ax, ctx), None)
-        if axs is None: axs = get_grid(len(meths)+1, nrows=1, ncols=len(meths)+1, figsize=figsize, title=title or tts[0])
+        # a comparison row: the image, then each method's map
+        axs = _axes(ax, ctx, len(meths)+1, 2, nrows=1, ncols=len(meths)+1, figsize=figsize, title=title or tts[0])
         show_image(to_hwc(imgs[0]), ax=axs[0], title='image')
-        for a,m,(mp,_) in zip(axs[1:], meths, res):
-            show_map(imgs[0], mp[0], m.guided, ax=a, title=m.name, gray=gray, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar)
+        for a,meth,(mp,_) in zip(axs[1:], meths, res):
+            show_map(imgs[0], mp[0], meth.guided, ax=a, title=meth.name, **draw)
         return axs
-    m,maps = meths[0],res[0][0]
-    n,per = len(xb),(1 if merge or m.guided else 2)
-    if ifnone(ax, ctx) is not None: axs = [ifnone(ax, ctx)] if per==1 else list(ifnone(ax, ctx))
-    else: axs = get_grid(n*per, ncols=min(n*per, ncols*per), figsize=figsize, title=title)
+    meth,maps = meths[0],res[0][0]
+    n,per = len(xb),(1 if merge or meth.guided else 2)
+    axs = _axes(ax, ctx, n*per, per, ncols=min(n*per, ncols*per), figsize=figsize, title=title)
+    rms = None if region is None else region_masks(region, n, preds.shape[-2:]).float()
     for i in range(n):
         a = axs[i*per] if per==1 else axs[i*per:(i+1)*per]
-        show_map(imgs[i], maps[i], m.guided, ax=a, title=tts[i], gray=gray, merge=merge, alpha=alpha, cmap=cmap, interpolation=interpolation, colorbar=colorbar, **kwargs)
+        show_map(imgs[i], maps[i], meth.guided, ax=a, title=tts[i], merge=merge, **draw, **kwargs)
         if rms is not None: (a if per==1 else a[0]).contour(rms[i].numpy(), levels=[.5], colors='lime', linewidths=1)
     return axs
 

@@ -21,7 +21,9 @@ def get_vocab(learn_or_model):
     dls = getattr(learn_or_model,'dls',None)
     v = getattr(dls,'vocab',None)
     # `MaskBlock(codes)` keeps its codes in `AddMaskCodes`, not in `dls.vocab`
-    if v is None: v = next((f.vocab for f in getattr(getattr(dls,'after_item',None),'fs',[]) if isinstance(f, AddMaskCodes) and getattr(f,'vocab',None) is not None), None)
+    if v is None:
+        fs = getattr(getattr(dls,'after_item',None),'fs',[])
+        v = next((f.vocab for f in fs if isinstance(f, AddMaskCodes) and getattr(f,'vocab',None) is not None), None)
     if v is not None and len(v) and isinstance(v[0], (list,L,tuple)): v = v[-1]
     return None if v is None else list(v)
 
@@ -29,16 +31,24 @@ def get_vocab(learn_or_model):
 # %% ../nbs/00b_targets.ipynb #2994cdf5
 def _class_idx(t, nc, vocab):
     if isinstance(t, str):
-        if vocab is None: raise TargetError(f"Target {t!r} is a label, but there is no vocab: pass a class index, or use a Learner whose `dls.vocab` holds the labels.")
+        if vocab is None:
+            raise TargetError(f"Target {t!r} is a label, but there is no vocab: pass a class index, "
+                              "or use a Learner whose `dls.vocab` holds the labels.")
         vs = [str(v) for v in vocab]
         if t in vs: return vs.index(t)
         hint = difflib.get_close_matches(t, vs, n=3, cutoff=0.4)
-        raise TargetError(f"Unknown label {t!r}." + (f" Did you mean {', '.join(map(repr,hint))}?" if hint else '')
-                          + f" The vocab has {len(vs)} labels: {', '.join(map(repr,vs[:10]))}{', ...' if len(vs)>10 else ''}. Pass one of them, or a class index.")
+        did = f" Did you mean {', '.join(map(repr,hint))}?" if hint else ''
+        more = ', ...' if len(vs)>10 else ''
+        raise TargetError(f"Unknown label {t!r}." + did
+                          + f" The vocab has {len(vs)} labels: {', '.join(map(repr,vs[:10]))}{more}. "
+                          "Pass one of them, or a class index.")
     if isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_)):
-        if not -nc <= t < nc: raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}). Pass an index in that range or a vocab label.")
+        if not -nc <= t < nc:
+            raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}). "
+                              "Pass an index in that range or a vocab label.")
         return int(t)%nc
-    raise CAMTypeError(f"A target must be None, an int, a vocab label, a list/tensor with one per item, 'all', 'label' or a callable; got {t!r}")
+    raise CAMTypeError("A target must be None, an int, a vocab label, a list/tensor with one per item, "
+                       f"'all', 'label' or a callable; got {t!r}")
 
 def is_all(t):
     "Is `t` the target `'all'` (every class)?"
@@ -53,32 +63,40 @@ def is_custom(t):
     return callable(t) and not isinstance(t, (str,Tensor))
 
 def multi_label(learn):
-    "The decision threshold of a multi-label `Learner` (its loss function's `thresh`, as `BCEWithLogitsLossFlat`), else `None`"
+    "The decision threshold of a multi-label `Learner` (its loss function's `thresh`), else `None`"
+    # the `thresh` of `BCEWithLogitsLossFlat`, for one
     return getattr(getattr(learn, 'loss_func', None), 'thresh', None)
 
 class Labels:
-    "The target `'label'` for a batch whose labels are `y`: class indices `[n]`, or multi-hot `[n, C]` for a multi-label model"
-    def __init__(self, y): self.y = y.as_subclass(Tensor).detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
+    "The target `'label'` for a batch with labels `y`: class indices `[n]`, or multi-hot `[n, C]` (multi-label)"
+    def __init__(self, y):
+        self.y = y.as_subclass(Tensor).detach() if isinstance(y, Tensor) else torch.as_tensor(np.asarray(y))
     @property
     def multi(self): return self.y.ndim==2
     def classes(self, out):
         "One class per item: its label, or for multi-hot labels the positive label with the highest score in `out`"
         y = self.y.to(out.device)
-        if len(y)!=len(out): raise TargetError(f"Got labels for {len(y)} items but {len(out)} images: pass the `(xb, yb)` batch the labels belong to.")
+        if len(y)!=len(out):
+            raise TargetError(f"Got labels for {len(y)} items but {len(out)} images: "
+                              "pass the `(xb, yb)` batch the labels belong to.")
         if not self.multi: return y.long()
-        if y.shape[1]!=out.shape[1]: raise TargetError(f"The multi-hot labels have {y.shape[1]} classes but the model {out.shape[1]}.")
+        if y.shape[1]!=out.shape[1]:
+            raise TargetError(f"The multi-hot labels have {y.shape[1]} classes but the model {out.shape[1]}.")
         pos = y>0.5
         if not pos.any(1).all():
-            raise TargetError(f"target='label' explains each item's positive label, but items {pos.any(1).logical_not().nonzero()[:,0].tolist()} have none: "
+            empty = pos.any(1).logical_not().nonzero()[:,0].tolist()
+            raise TargetError(f"target='label' explains each item's positive label, but items {empty} have none: "
                               "pass a class (int or label), or target=None for the highest-scoring label.")
         return torch.where(pos, out.detach().float(), -float('inf')).argmax(1)
     def __repr__(self): return f"Labels({tuple(self.y.shape)})"
 
 def _seg_labels(target, out):
     if is_label(target) and isinstance(out, Tensor) and out.ndim==4:
-        raise TargetError("target='label' is not supported for segmentation models: pass a class (int or code), one per item, or None.")
+        raise TargetError("target='label' is not supported for segmentation models: "
+                          "pass a class (int or code), one per item, or None.")
 
-def no_labels(target='label', what='there are', fix="pass an `(xb, yb)` batch (e.g. `dls.one_batch()`) or a labelled DataLoader"):
+def no_labels(target='label', what='there are',
+              fix="pass an `(xb, yb)` batch (e.g. `dls.one_batch()`) or a labelled DataLoader"):
     "The `TargetError` for a `'label'` target without labels: `what` has none, and `fix` says how to give them"
     return TargetError(f"target={target!r} explains each item's actual class, but {what} no labels: {fix}, "
                        "or pass the class to explain (`target=None` for the predicted one).")
@@ -92,41 +110,54 @@ def labels_target(target, y):
 
 # %% ../nbs/00b_targets.ipynb #75b7de83
 def resolve_target(target, out, vocab=None, y=None):
-    "Class indices for `target` given the model's output `out`: `[n]` (long), or `[n, C]` for `'all'`; `y` are the labels `'label'` refers to"
+    "Class indices for `target` given the model's output `out`: `[n]` (long), or `[n, C]` for `'all'`"
+    # `y` are the labels `'label'` refers to
     _seg_labels(target, out)
     target = labels_target(target, y)
-    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4): return SegTarget(target).classes(out, vocab)  # segmentation: see below
+    # segmentation: see below
+    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4):
+        return SegTarget(target).classes(out, vocab)
     if not (isinstance(out, Tensor) and out.ndim==2):
         what = type(out).__name__ if not isinstance(out, Tensor) else f"a tensor of shape {tuple(out.shape)}"
         raise TargetError(f"The model returns {what}, not [n, classes] scores, so a class cannot be picked from it. "
-                          "Pass `target=f` with `f(output)` returning one score per item, e.g. `target=lambda o: o[0][:, 3]`.")
+                          "Pass `target=f` with `f(output)` returning one score per item, "
+                          "e.g. `target=lambda o: o[0][:, 3]`.")
     n,nc = out.shape
     if is_all(target): return torch.arange(nc, device=out.device).expand(n, nc)
     if isinstance(target, Labels): return target.classes(out)
     if target is None: return out.argmax(1)  # multi-label too: the highest-scoring label
     if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex(): raise CAMTypeError(f"Target tensors must hold class indices (integers), got {target.dtype}; for multi-hot labels use target='label' with an `(xb, yb)` batch.")
+        if target.is_floating_point() or target.is_complex():
+            raise CAMTypeError(f"Target tensors must hold class indices (integers), got {target.dtype}; "
+                               "for multi-hot labels use target='label' with an `(xb, yb)` batch.")
         target = target.tolist()
     if isinstance(target, (list,tuple,L,np.ndarray)):
         target = list(target)
-        if len(target)!=n: raise TargetError(f"Got {len(target)} targets for {n} images: pass one target per image, or a single class for all of them.")
+        if len(target)!=n:
+            raise TargetError(f"Got {len(target)} targets for {n} images: "
+                              "pass one target per image, or a single class for all of them.")
         return torch.tensor([_class_idx(t, nc, vocab) for t in target], device=out.device, dtype=torch.long)
     return torch.full((n,), _class_idx(target, nc, vocab), device=out.device, dtype=torch.long)
 
 
 # %% ../nbs/00b_targets.ipynb #c1c36238
 def target_scores(target, out, vocab=None, y=None):
-    "The score of each item to explain, `[n]` float32 (`[n, C]` for `'all'`), and the class indices (`None` for a callable target)"
+    "The score of each item to explain, `[n]` float32 (`[n, C]` for `'all'`), and the class indices"
+    # the class indices are `None` for a callable target
     if is_custom(target):
         s = target(out)
         n = len(out) if isinstance(out, Tensor) else None
         if not isinstance(s, Tensor) or s.ndim!=1 or (n is not None and len(s)!=n):
-            raise TargetError(f"A callable target must return one score per item, a 1-D tensor{f' of length {n}' if n else ''}; "
-                              f"got {type(s).__name__}{'' if not isinstance(s,Tensor) else ' of shape '+str(tuple(s.shape))}.")
+            of_n = f' of length {n}' if n else ''
+            shape = '' if not isinstance(s,Tensor) else ' of shape '+str(tuple(s.shape))
+            raise TargetError(f"A callable target must return one score per item, a 1-D tensor{of_n}; "
+                              f"got {type(s).__name__}{shape}.")
         return s.float(), None
     _seg_labels(target, out)
     target = labels_target(target, y)
-    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4): return SegTarget(target).scores(out, vocab)  # segmentation: see below
+    # segmentation: see below
+    if isinstance(target, SegTarget) or (isinstance(out, Tensor) and out.ndim==4):
+        return SegTarget(target).scores(out, vocab)
     idx = resolve_target(target, out, vocab)
     if is_all(target): return out.float(), idx
     return out.float().gather(1, idx[:,None])[:,0], idx
@@ -138,7 +169,9 @@ def _as_tensor(o):
     if isinstance(o, Tensor): return o.detach().cpu()
     if isinstance(o, (list,tuple,L)) and len(o) and isinstance(o[0], (Tensor,np.ndarray,list,tuple)):
         try: return torch.stack([_as_tensor(x) for x in o])
-        except RuntimeError: raise TargetError("The items of `region` differ in shape: pass one bool mask [n,H,W], or boxes of 4 numbers.") from None
+        except RuntimeError:
+            raise TargetError("The items of `region` differ in shape: "
+                              "pass one bool mask [n,H,W], or boxes of 4 numbers.") from None
     return torch.as_tensor(np.asarray(o))
 
 def box_masks(boxes, hw):
@@ -163,17 +196,23 @@ def region_masks(region, # A bool mask `[H,W]` or `[n,H,W]`, a box `(x0,y0,x1,y1
                 ):
     "`region` as bool masks `[n,H,W]`; a single mask or box is shared by all items"
     r = _as_tensor(region)
-    if r.is_complex() or r.numel()==0: raise TargetError(f"`region` must be a bool mask [H,W] or [n,H,W], a box (x0, y0, x1, y1) or one box per item; got {region!r:.80}.")
+    if r.is_complex() or r.numel()==0:
+        raise TargetError("`region` must be a bool mask [H,W] or [n,H,W], a box (x0, y0, x1, y1) or one box per item; "
+                          f"got {region!r:.80}.")
     if r.dtype!=torch.bool and r.ndim in (1,2) and r.shape[-1]==4 and tuple(r.shape)!=tuple(hw):
         bs = r.reshape(-1,4)
-        if len(bs) not in (1,n): raise TargetError(f"Got {len(bs)} boxes for {n} images: pass one box per image, or one box for all.")
+        if len(bs) not in (1,n):
+            raise TargetError(f"Got {len(bs)} boxes for {n} images: pass one box per image, or one box for all.")
         return box_masks(torch.stack([_check_box(b, hw) for b in bs]), hw).expand(n, *hw)
     if r.dtype!=torch.bool:
-        if not ((r==0)|(r==1)).all(): raise TargetError("A mask `region` must be bool (or 0/1), e.g. `mask==code`; it holds other values. A box is (x0, y0, x1, y1).")
+        if not ((r==0)|(r==1)).all():
+            raise TargetError("A mask `region` must be bool (or 0/1), e.g. `mask==code`; it holds other values. "
+                              "A box is (x0, y0, x1, y1).")
         r = r.bool()
     if r.ndim==2: r = r[None]
     if r.ndim!=3 or tuple(r.shape[-2:])!=tuple(hw) or len(r) not in (1,n):
-        raise TargetError(f"A mask `region` must be [H,W] or [n,H,W] at the model's output size {tuple(hw)}, with n={n}; got shape {tuple(r.shape)}.")
+        raise TargetError(f"A mask `region` must be [H,W] or [n,H,W] at the model's output size {tuple(hw)}, "
+                          f"with n={n}; got shape {tuple(r.shape)}.")
     return r.expand(n, *hw)
 
 def _bg(vocab):
@@ -182,29 +221,34 @@ def _bg(vocab):
     return vs.index('background') if 'background' in vs else 0
 
 class SegTarget:
-    "A target of a segmentation model (output `[n,C,H,W]`): class `target`'s logit summed over the pixels assigned to it, or over `region`"
-    def __init__(self, target=None, # None (the most frequent non-background predicted class), an int or vocab label, or one per item
+    "A segmentation model's target (output `[n,C,H,W]`): class `target`'s logit summed over its pixels, or `region`"
+    def __init__(self, target=None, # None (the most frequent non-background class), an int or label, or one per item
                  region=None # None (the class's predicted pixels), or a bool mask / box per item (see `region_masks`)
                 ):
         if isinstance(target, SegTarget): target,region = target.target,ifnone(region, target.region)
         if isinstance(target, str) and target in ('all','label','actual'):
-            raise TargetError(f"target={target!r} is not supported for segmentation models: pass a class (int or code), one per item, or None.")
-        if callable(target) and not isinstance(target, (str,Tensor)): raise TargetError("A callable target is a score of its own: pass it without `region=`.")
+            raise TargetError(f"target={target!r} is not supported for segmentation models: "
+                              "pass a class (int or code), one per item, or None.")
+        if callable(target) and not isinstance(target, (str,Tensor)):
+            raise TargetError("A callable target is a score of its own: pass it without `region=`.")
         store_attr()
 
     def _check(self, out):
         if not (isinstance(out, Tensor) and out.ndim==4):
             what = f"a tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-            raise TargetError(f"`region=` is for segmentation models, whose output is [n, classes, H, W]; this model returns {what}. "
-                              "Drop `region=` (crop the image instead), or pass `target=f` with `f(output)` returning one score per item.")
+            raise TargetError("`region=` is for segmentation models, whose output is [n, classes, H, W]; "
+                              f"this model returns {what}. Drop `region=` (crop the image instead), "
+                              "or pass `target=f` with `f(output)` returning one score per item.")
         return out
 
     def _pixels(self, out):
-        "Each pixel's predicted class `[n,H,W]`: the argmax over classes; for a single-channel (binary) output 0 where `logit > 0`, else -1"
+        "Each pixel's predicted class `[n,H,W]`: the argmax over classes"
+        # a single-channel (binary) output: 0 where `logit > 0`, else -1
         return torch.where(out[:,0]>0, 0, -1) if out.shape[1]==1 else out.argmax(1)
 
     def classes(self, out, vocab=None):
-        "Class indices `[n]`; `None` picks each item's most frequent predicted class other than the background (inside `region`, if given)"
+        "Class indices `[n]`; `None` picks each item's most frequent predicted class other than the background"
+        # the pixels are counted inside `region`, if given
         out = self._check(out).detach()
         n,C,H,W = out.shape
         pred = self._pixels(out)
@@ -212,7 +256,8 @@ class SegTarget:
         cnt = torch.stack([(pred==c).flatten(1).sum(1) for c in range(C)], 1).float()  # pixels per class [n,C]
         if self.target is None and C>1:
             bg = _bg(vocab)
-            cnt[:,bg] = torch.where(cnt.sum(1)>cnt[:,bg], -1., cnt[:,bg])  # the background only when nothing else is predicted
+            # the background only when nothing else is predicted
+            cnt[:,bg] = torch.where(cnt.sum(1)>cnt[:,bg], -1., cnt[:,bg])
         return resolve_target(self.target, cnt, vocab)  # None: the argmax of the counts
 
     def scores(self, out, vocab=None):
@@ -220,7 +265,8 @@ class SegTarget:
         idx = self.classes(out, vocab)
         n,C,H,W = out.shape
         logit = out.float().gather(1, idx[:,None,None,None].expand(n,1,H,W))[:,0]
-        return (logit*self.masks(out, idx)).flatten(1).sum(1), idx  # pytorch-grad-cam's `SemanticSegmentationTarget`, item by item
+        # pytorch-grad-cam's `SemanticSegmentationTarget`, item by item
+        return (logit*self.masks(out, idx)).flatten(1).sum(1), idx
 
     def masks(self, out, idx):
         "The pixels each item's score sums over, bool `[n,H,W]`: `region`, or those predicted as class `idx`"
@@ -240,7 +286,8 @@ def to_preds(learn_or_model, out):
 _one_class = "{need} need one class per item: pass None, an int, a label, one per item or 'label', not {what}."
 
 def explained_classes(target, out, vocab=None, y=None, need=None):
-    "The class each item's map explains (`[n]`, see `resolve_target`); a callable or `'all'` target explains no single class: `None`, or a `TargetError` naming `need`"
+    "The class each item's map explains (`[n]`, see `resolve_target`); `None` for a callable or `'all'` target"
+    # a callable or `'all'` target explains no single class: with `need`, a `TargetError` naming it
     if not (is_custom(target) or is_all(target)): return resolve_target(target, out, vocab, y)
     if need: raise TargetError(_one_class.format(need=need, what='a callable' if is_custom(target) else repr(target)))
 

@@ -1,5 +1,6 @@
-"Small fixtures with no downloads: a folder of shape images, fastai learners on it, a state snapshot, and a `get_cams` run to kill part-way."
-import warnings, pytest, torch
+"Shared fixtures and helpers, with no downloads: shape images and learners on them, the `Shapes` models, small models and inputs, state snapshots, the peers' raw maps, and a `get_cams` run to kill part-way."
+import copy, warnings, pytest, torch, numpy as np
+import torchvision.models as tvm
 from pathlib import Path
 from PIL import Image, ImageDraw
 from fastai.vision.all import ImageDataLoaders, Resize, get_image_files, vision_learner, resnet18, nn
@@ -52,6 +53,57 @@ def cam_learn(dls):
     l = vision_learner(dls, resnet18, pretrained=False, concat_pool=False, lin_ftrs=[])
     _randomise_bn(l.model)
     return l
+
+@pytest.fixture(scope='module')
+def slearn():
+    "The small CNN trained on `Shapes` (cached, shared with the docs)"
+    return shapes_learner(cache=True)
+
+@pytest.fixture(scope='module')
+def sbatch(slearn):
+    "Six validation images of the shapes model, their Grad-CAMs, masks and boxes"
+    sh,items = slearn.dls.shapes,np.array(slearn.dls.valid.items[:6])
+    xb = to_batch(slearn, list(sh.images[items]))
+    return xb, slearn.gradcam(xb), torch.from_numpy(sh.masks[items]), torch.from_numpy(sh.boxes[items])
+
+@pytest.fixture(scope='session')
+def trained():
+    "The demo's model: 3,000 shapes, 7 epochs (about 40 s on two cores), trained once for the session"
+    return shapes_learner()
+
+def small_cnn(n_out=5):
+    "A tiny CNN (16 channels at the explained layer, index path [3]) so that Score-CAM costs a few dozen forwards"
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3,8,3,padding=1), nn.ReLU(), nn.Conv2d(8,16,3,stride=2,padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16,n_out)).eval()
+
+def small_x(n=3, sz=16):
+    "A random batch for `small_cnn`"
+    torch.manual_seed(1)
+    return torch.randn(n,3,sz,sz)
+
+# torchvision models compared with the peers at post-ReLU layers: the activations the CAM family is defined on (the XGrad-CAM and Grad-CAM++ papers assume A >= 0)
+PEER_ARCHS = {'resnet18':'layer4', 'densenet121':'features.denseblock4.denselayer16.relu1', 'mobilenet_v3_small':'features.3.block.1'}
+PEER_TARGETS = [2, 5]
+
+def tv_model(name, dt=torch.float64):
+    "Float64 so that the comparison measures the formulas, not float32 rounding in ill-conditioned divisions"
+    torch.manual_seed(0)
+    return getattr(tvm, name)(weights=None, num_classes=10).eval().to(dt)
+
+def tv_x(sz=96, dt=torch.float64):
+    "A random batch of two for `tv_model`"
+    torch.manual_seed(1)
+    return torch.randn(2, 3, sz, sz, dtype=dt)
+
+def torchcam_raw(cls, m, name, x, targets=PEER_TARGETS, scale=1., **kw):
+    "torchcam's map at feature resolution, before its normalisation, on a copy of `m`"
+    m = copy.deepcopy(m)
+    ext = cls(m, target_layer=name, **kw)
+    try: return ext(class_idx=targets, scores=m(x)*scale, normalized=False)[0].detach()
+    finally: ext.remove_hooks()
+
+def nonzero(o): assert o.abs().max()>0, 'a map of zeros would make the comparison meaningless'
 
 def hooks_of(m):
     "Every hook dict entry on every module of `m`"

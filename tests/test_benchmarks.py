@@ -63,3 +63,12 @@ def test_memory_benchmark_quick():
     rows = re.findall(r'^\| (.+?) \| 40 \| ([\d.]+) \| ([\d.]+) \| ([+-][\d.]+) \|$', r.stdout, re.M)
     assert len(rows)==8 and all(float(g)<=20 for *_,g in rows), r.stdout[-2000:]
     assert all(abs(float(b)-float(a)-float(g))<0.11 for _,a,b,g in rows), 'growth = after - before'
+
+def test_quality_benchmark_quick(tmp_path):
+    out = tmp_path/'QUALITY.md'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'quality.py'), '--quick', '--out', str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-3000:]
+    txt = out.read_text()
+    for k in ('| gradcam |', '| scorecam |', '| guided_gradcam |', '| uniform (baseline) |', '| random (baseline) |', '| +1.2 |', 'Spearman'):
+        assert k in txt, k
+    assert len(re.findall(r'\*\*(met|not met)\*\*', txt))>=5

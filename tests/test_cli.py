@@ -1,5 +1,7 @@
-"The fast_cam command, run as a user runs it: in a subprocess, on tiny settings."
-import re, subprocess, sys, os, pytest
+"The fast_cam command, run as a user runs it: in a subprocess, on tiny settings (its quick refusals and `--help` in-process)."
+import re, subprocess, sys, os, io, contextlib, pytest
+from types import SimpleNamespace
+from unittest import mock
 from pathlib import Path
 from PIL import Image
 import numpy as np, pandas as pd
@@ -9,6 +11,18 @@ EXE = Path(sys.executable).parent/'fast_cam'
 
 def run(*args, cwd):
     return subprocess.run([str(EXE), *map(str, args)], cwd=cwd, capture_output=True, text=True, env={**os.environ, 'MPLBACKEND':'Agg'})
+
+def run_here(*args, cwd):
+    "`fast_cam *args` through its entry point in this process (no interpreter start-up): exit status, stdout, stderr"
+    from fast_cam.cli import main
+    out,err,old = io.StringIO(),io.StringIO(),os.getcwd()
+    os.chdir(cwd)
+    try:
+        with mock.patch.object(sys, 'argv', ['fast_cam', *map(str, args)]), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try: main(); code = 0
+            except SystemExit as e: code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    finally: os.chdir(old)
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
@@ -126,9 +140,9 @@ def test_explain_resume(demo, tmp_path):
     for r in mf.itertuples(): np.testing.assert_allclose(np.load(o/r.map), ref[r.idx].numpy(), rtol=0, atol=1e-5)
 
 def test_help_lists_methods(demo):
-    from fast_cam.methods import methods
+    from fast_cam.all import methods
     for cmd in ('explain', 'demo'):
-        r = run(cmd, '--help', cwd=demo[0])
+        r = run_here(cmd, '--help', cwd=demo[0])
         assert r.returncode==0 and all(k in r.stdout for k in methods), r.stdout
         if cmd=='explain': assert '--resume' in r.stdout and '--strict' in r.stdout
 
@@ -149,5 +163,5 @@ def test_errors(demo, tmp_path, args, msg):
     Image.fromarray(np.zeros((8,8,3), np.uint8)).save(tmp_path/'i.png')
     (tmp_path/'bad.png').write_bytes(b'nope')
     subs = {'PKL': d/'out'/'learner.pkl', 'IMG': tmp_path/'i.png', 'BAD': tmp_path/'bad.png'}
-    r = run(*[subs.get(a, a) for a in args], cwd=tmp_path)
+    r = run_here(*[subs.get(a, a) for a in args], cwd=tmp_path)
     assert r.returncode==2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr

@@ -1,9 +1,11 @@
-"The docs site's machinery: notebooks nbdev's doc processing can run, and the hook that turns them into pages."
-import ast, importlib.util, warnings
+"The docs: notebooks nbdev's doc processing can run, the hook that turns them into pages, README.md, notebook sizes, and every parameter documented."
+import ast, importlib.util, inspect, warnings
 from pathlib import Path
 import nbformat, pytest
 from nbdev.process import NBProcessor
 from nbdev.processors import _do_eval
+from fastcore.docments import docments
+from fast_cam.all import capture, CAMHistory
 
 root = Path(__file__).resolve().parent.parent
 nbs = sorted((root/'nbs').glob('*.ipynb'))
@@ -79,3 +81,9 @@ def test_notebooks_stay_small():
     big = {p.name: p.stat().st_size//1024 for p in nbs.glob('*.ipynb') if p.stat().st_size>400*1024}
     assert total<=3*1024*1024, f"nbs/ holds {total//1024} KB: run `python tools/nbshrink.py nbs/*.ipynb`"
     assert not big, f"notebooks over 400 KB: {big}"
+
+# every parameter of the documented functions has its docment
+@pytest.mark.parametrize('f', [capture, CAMHistory.show])
+def test_docments(f):
+    d = docments(f, args_kwargs=True)
+    assert all(d[k] for k in inspect.signature(f).parameters if k!='self'), d

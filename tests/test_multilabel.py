@@ -117,8 +117,8 @@ def test_method_traits():
     assert [get_method(o).guided for o in ('gradcam','guided_backprop','guided_gradcam')]==[False,True,True]
     assert not get_method('guided_backprop').has_layer and get_method('guided_gradcam').has_layer
     assert {k for k,o in methods.items() if o.supports_all}=={'cam','gradcam','gradcampp','gradcamplusplus','xgradcam','layercam','hirescam'}
-    import fast_cam.show, fast_cam.interpret, fast_cam.callback, fast_cam.metrics
-    for mod in (fast_cam.show, fast_cam.interpret, fast_cam.callback, fast_cam.metrics):
+    import fast_cam.show, fast_cam.interpret, fast_cam.callback, fast_cam.gather, fast_cam.metrics, fast_cam.sanity, fast_cam.evaluate
+    for mod in (fast_cam.show, fast_cam.interpret, fast_cam.callback, fast_cam.gather, fast_cam.metrics, fast_cam.sanity, fast_cam.evaluate):
         assert not hasattr(mod, '_is_guided') and not re.search(r"\.name\s*(==|in)\s*[('\"]", inspect.getsource(mod))
 
 # ---- target='label'

@@ -1,14 +1,10 @@
-"""No input breaks it: every method in the registry, on inputs, targets, models and layers drawn by hypothesis, returns finite
-float32 maps of the documented shape or raises a `CAMError` whose message says what to do; the model is left exactly as it was.
-
-`HYPOTHESIS_PROFILE=long pytest tests/test_properties.py` (or `python benchmarks/properties.py`) draws many more examples."""
+"No input breaks it: every method, on inputs, targets, models and layers drawn by hypothesis, gives finite float32 maps of the documented shape or a `CAMError` that says what to do, and leaves the model as it was."
+# `HYPOTHESIS_PROFILE=long pytest tests/test_properties.py` (or `python benchmarks/properties.py`) draws many more examples.
 import os, copy, warnings, pytest, torch, numpy as np, pandas as pd
 from PIL import Image
 from hypothesis import given, settings, HealthCheck, strategies as st
 from fastai.vision.all import Learner, noop, ifnone, F, DataBlock, ImageBlock, CategoryBlock, ColReader, Resize, nn, Tensor
 from fast_cam.all import *
-from fast_cam.methods import methods
-from fast_cam.data import shapes_learner
 from conftest import snapshot, assert_same
 
 _hc = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]

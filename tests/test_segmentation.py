@@ -4,8 +4,6 @@ import matplotlib; matplotlib.use('Agg')
 import matplotlib.pyplot as plt
 from fastai.vision.all import unet_learner, resnet18, Tensor, nn, F, DynamicUnet, UnetBlock
 from fast_cam.all import *
-from fast_cam.core import SegTarget, region_masks, unet_layer
-from fast_cam.data import Shapes
 from conftest import snapshot, assert_same, rel_err
 
 SZ = 32  # a 16×16 map at the last UnetBlock

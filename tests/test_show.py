@@ -1,52 +1,9 @@
-"Issue 3: the synthetic set, rendering, the top-losses grid. Figures are checked for what they draw, not only that they draw."
+"`fast_cam.show`: overlays and the `show_*` grids, checked for what they draw, not only that they draw."
 import pytest, torch, numpy as np, matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt
-from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImageBW, get_image_files, parent_label, Resize,
-                               RandomSplitter, vision_learner, resnet18, Learner)
-import fast_cam.interpret as fi
+from fastai.vision.all import DataBlock, ImageBlock, CategoryBlock, PILImageBW, get_image_files, parent_label, Resize, RandomSplitter, vision_learner, resnet18
 from fast_cam.all import *
-from fast_cam.data import Shapes, shapes_learner, shapes_cnn
-from fast_cam.show import show_heatmap, show_guided, to_hwc
-from fast_cam.interpret import CAMInterpretation
-
-@pytest.fixture(scope='module')
-def trained():
-    "The demo's model: 3,000 shapes, 7 epochs (about 40 s on two cores)"
-    return shapes_learner()
-
-def test_shapes_deterministic_and_consistent():
-    a,b,c = Shapes(60, seed=3),Shapes(60, seed=3),Shapes(60, seed=4)
-    assert np.array_equal(a.images, b.images) and np.array_equal(a.masks, b.masks) and not np.array_equal(a.images, c.images)
-    assert a.images.shape==(60,64,64,3) and a.masks.dtype==bool and set(a.labels)<=set(range(len(a.vocab)))
-    for m,(x0,y0,x1,y1) in zip(a.masks, a.boxes):
-        assert m.sum()>30 and m[y0:y1, x0:x1].sum()==m.sum()
-        assert m[y0:y1, x0:x1].any(0).all() and m[y0:y1, x0:x1].any(1).all(), 'the box is tight'
-    # the object is drawn where its mask is: its pixels differ from the background just outside
-    i = 0; m = a.masks[i]
-    assert np.abs(a.images[i][m].mean(0) - a.images[i][~m].mean(0)).max() > 20
-
-def test_shapes_dls_items_index_masks():
-    ds = Shapes(100)
-    dls = ds.dls(bs=16)
-    assert list(dls.vocab)==ds.vocab and dls.shapes is ds
-    i = dls.valid.items[0]
-    x,y = dls.valid_ds[0]
-    assert np.array_equal(np.asarray(x), ds.images[i]) and dls.vocab[y]==ds.vocab[ds.labels[i]]
-
-def test_trained_accuracy(trained):
-    "A small model trained from scratch reaches >= 95 % validation accuracy"
-    with trained.no_bar(): acc = trained.validate()[1]
-    print(f'validation accuracy {acc:.4f}')
-    assert acc >= 0.95
-
-def test_gradcam_points_at_the_shape(trained):
-    "Grad-CAM's mass sits on the object: far more of it inside the mask than the mask's share of the image"
-    ds,items = trained.dls.shapes,trained.dls.valid.items[:100]
-    maps = upsample(trained.gradcam(list(ds.images[items])), 64)
-    m = torch.from_numpy(ds.masks[items])
-    energy = (maps*m).sum((1,2))/maps.sum((1,2)).clamp_min(1e-12)
-    assert energy.mean() > 3*m.float().mean()
 
 def _pixels(ax):
     ax.figure.canvas.draw()
@@ -112,23 +69,10 @@ def test_one_channel_non_square(shapes):
     assert l.show_guided_backprop(fs[0])[0].images[0].get_array().shape==(48,64)
     plt.close('all')
 
-def test_plot_top_losses_one_batched_call(trained, monkeypatch):
-    with trained.no_bar(): interp = CAMInterpretation.from_learner(trained)
-    calls = []
-    orig = fi.explain
-    def counting(*a, **k): calls.append(len(a[1])); return orig(*a, **k)
-    monkeypatch.setattr(fi, 'explain', counting)
-    k = 6
-    axs = interp.plot_top_losses(k)
-    titles = [a.get_title() for a in axs if a.images]
-    main = [t for t in titles if not t.startswith('actual:')]
-    n_wrong = sum(t.split('\n')[0].split('/')[0]!=t.split('\n')[0].split('/')[1] for t in main)
-    assert len(main)==k and len(titles)==k+n_wrong
-    assert calls==[k+n_wrong], 'one heatmap call for the k predicted-class maps and the actual-class maps'
-    losses,idx = interp.top_losses(k)
-    assert [float(t.split('\n')[1].split(' / ')[0]) for t in main]==pytest.approx(losses.tolist(), abs=0.006)
-    axs = interp.plot_top_losses(k, show_actual=False)
-    assert len([a for a in axs if a.images])==k
-    axs = interp.plot_heatmaps([0,3], method='gradcam')
-    assert len([a for a in axs if a.images and not a.get_title().startswith('actual')])==2
-    plt.close('all')
+def test_show_signatures_delegate():
+    "The rendering options of `show_heatmap` show in every `show_*` signature, as fastai's `@delegates` does"
+    import inspect
+    from fastai.vision.all import Learner
+    for n in ('show_cam','show_gradcam','show_guided_backprop','show_guided_gradcam'):
+        ps = inspect.signature(getattr(Learner, n)).parameters
+        assert {'alpha','cmap','figsize','ax','ncols'} <= set(ps), n

@@ -19,8 +19,9 @@ root = Path(__file__).resolve().parent.parent
 ENTRIES = {'GradCAM': ('methods.html', 'gradcam'), 'Learner.gradcam': ('learner.html', 'learner.gradcam'),
            'Learner.show_gradcam': ('show.html', 'learner.show_gradcam'),
            'CAMInterpretation.plot_top_losses': ('interpret.html', 'caminterpretation.plot_top_losses'),
-           'Learner.get_cams': ('callback.html', 'learner.get_cams')}
-MAIN = ['index.html', 'tutorial.html', 'core.html', 'learner.html', 'show.html', 'interpret.html', 'methods.html']
+           'Learner.get_cams': ('gather.html', 'learner.get_cams'),
+           'cam_layer': ('layers.html', 'cam_layer'), 'CAMCallback': ('callback.html', 'camcallback')}
+MAIN = ['index.html', 'tutorial.html', 'layers.html', 'learner.html', 'show.html', 'interpret.html', 'methods.html']
 
 def _page_of(nb):
     "The page nbdev names notebook `nb` (its `output-file`, or the name less its number)"

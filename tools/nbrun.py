@@ -1,6 +1,6 @@
 """Execute notebooks so their outputs are stored (the docs show them), then clean them with nbdev-clean.
 
-    python tools/nbrun.py nbs/05_learner.ipynb [more.ipynb ...]
+    python tools/nbrun.py nbs/04_learner.ipynb [more.ipynb ...]
 
 Runs from the notebook's folder and stops at the first failing cell. Outputs are copied back by cell id, under the
 lock `tools/nbcell.py` takes, into the notebook as it is on disk then: cells edited meanwhile keep their new source.

@@ -1,20 +1,93 @@
-"Token models (timm ViT, DeiT, Swin), bare and inside `vision_learner`: the default layer, reading tokens as maps, `reshape=`, and a cross-check against pytorch-grad-cam"
+"`fast_cam.layers`: the automatic layer (its resolution rule on CNNs and fastai's heads), `arch_summary`, and token models (timm ViT, DeiT, Swin) read as maps."
 import copy, warnings, pytest, torch, numpy as np
-from fastai.vision.all import vision_learner, nn, F, plt
+from torch import nn
+import torch.nn.functional as F
+from torchvision.models import resnet18 as tv_resnet18
+from fastai.vision.all import vision_learner, resnet18, ImageDataLoaders, Resize, plt
 from fast_cam.all import *
 from conftest import snapshot, assert_same, hooks_of, rel_err
 
-timm = pytest.importorskip('timm')
+def test_default_head(learn, files):
+    "fastai's default head: gradcam and guided_gradcam work with the automatic layer (layer2, 8x8 at 64 px); cam raises the helpful error"
+    assert cam_layer(learn) is learn.model[0][5] and cam_layer(learn, rule='last') is learn.model[0][7]
+    gc = learn.gradcam(files)
+    assert gc.shape==(len(files),8,8) and gc.abs().max()>0
+    assert torch.equal(gc, learn.gradcam(files, layer=[0,5]))
+    last = learn.gradcam(files, layer='last')
+    assert last.shape==(len(files),2,2)
+    assert torch.equal(last, learn.gradcam(files, layer='0.7'))
+    assert torch.equal(last, learn.gradcam(files, layer=learn.model[0][-1]))
+    assert learn.guided_gradcam(files).shape==(len(files),3,64,64)
+    with pytest.raises(HeadError, match='gradcam'): learn.cam(files)
+
+def test_cam_layer_uses_real_input_size(shapes):
+    "At 32 px resnet18's layer4 is 1x1: the last spatial layer is layer3, and the first map of at least 7x7 is layer1's (8x8); at 224 px both are layer4"
+    dls = ImageDataLoaders.from_folder(shapes, valid_pct=0.25, seed=0, item_tfms=Resize(32), bs=4, num_workers=0)
+    l = vision_learner(dls, resnet18, pretrained=False)
+    assert cam_layer(l, rule='last') is l.model[0][6]
+    assert cam_layer(l) is l.model[0][4]
+    assert cam_layer(l, torch.zeros(1,3,224,224)) is l.model[0][7]
+    assert cam_layer(l, torch.zeros(1,3,224,224), rule='last') is l.model[0][7]
+    assert hooks_of(l.model)==[]
+
+@pytest.mark.parametrize('sz,auto', [(64,'layer2'), (96,'layer2'), (128,'layer3'), (160,'layer3'), (224,'layer4'), (320,'layer4')])
+def test_cam_layer_resolution_rule(sz, auto):
+    "The automatic layer is the last stage whose map is at least 7 cells a side; 'last' is always layer4"
+    m = tv_resnet18(weights=None)
+    x = torch.zeros(1,3,sz,sz)
+    assert module_name(m, cam_layer(m, x))==auto
+    assert cam_layer(m, x, rule='last') is m.layer4
+    assert module_name(m, resolve_layer(m, 'last', x))=='layer4'
+
+def test_cam_layer_other_archs():
+    "The rule never picks a layer whose map is coarser than an earlier one (vgg's avgpool upsamples 2x2 to 7x7 at 64 px), and never goes inside a residual block"
+    from torchvision.models import vgg11_bn, resnet50, efficientnet_b0
+    x = torch.zeros(1,3,64,64)
+    v = vgg11_bn(weights=None)
+    assert cam_layer(v, x, rule='last') is v.avgpool and module_name(v, cam_layer(v, x))=='features.20'
+    assert module_name(v, cam_layer(v, torch.zeros(1,3,224,224)))=='avgpool'
+    r = resnet50(weights=None)
+    assert module_name(r, cam_layer(r, x))=='layer2'
+    e = efficientnet_b0(weights=None)
+    assert module_name(e, cam_layer(e, x))=='features.3' and module_name(e, cam_layer(e, torch.zeros(1,3,224,224)))=='features'
+    with pytest.raises(LayerError, match="'auto' or 'last'"): cam_layer(r, x, rule='first')
+
+def test_cam_layer_keeps_rng():
+    "The dry run draws its input from the global generator, and gives the state back"
+    m = tv_resnet18(weights=None)
+    torch.manual_seed(3); a = torch.rand(3)
+    torch.manual_seed(3); cam_layer(m, torch.zeros(1,3,96,96)); b = torch.rand(3)
+    assert torch.equal(a, b)
+
+def test_cam_layer_plain_models():
+    m = tv_resnet18(weights=None)
+    assert cam_layer(m) is m.layer4
+    seq = nn.Sequential(nn.Conv2d(3,4,3), nn.ReLU(), nn.Conv2d(4,4,3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4,2))
+    assert cam_layer(seq, torch.zeros(1,3,16,16)) is seq[3]
+
+def test_arch_summary(learn, capsys):
+    arch_summary(learn)
+    out = capsys.readouterr().out
+    assert '[0]' in out and '[0, 7]' in out and '8 layers' in out and '<- cam_layer' in out
+    assert out.count('<- cam_layer')==1 and '[0, 5]' in [l for l in out.splitlines() if 'cam_layer' in l][0]
+    arch_summary(learn, verbose=True)
+    assert 'Conv2d(' in capsys.readouterr().out
+
+# ---- token models (timm ViT, DeiT, Swin), bare and inside `vision_learner`: the default layer, reading tokens as maps,
+# `reshape=`, and a cross-check against pytorch-grad-cam
 
 def _model(name, **kw):
+    timm = pytest.importorskip('timm')
     torch.manual_seed(0)
     return timm.create_model(name, pretrained=False, num_classes=5, **kw).eval()
 
 # small inputs keep these quick on CPU: a 4×4 patch grid for ViT/DeiT, a 4×4 last stage for Swin
 @pytest.fixture(scope='module')
 def vit():  return _model('vit_tiny_patch16_224', img_size=64)
+
 @pytest.fixture(scope='module')
 def deit(): return _model('deit_tiny_distilled_patch16_224', img_size=64)
+
 @pytest.fixture(scope='module')
 def swin(): return _model('swin_tiny_patch4_window7_224', img_size=128, window_size=4)
 
@@ -24,6 +97,7 @@ def _xb(sz, n=2, seed=1):
 
 @pytest.fixture
 def vit_learn(dls):
+    pytest.importorskip('timm')
     torch.manual_seed(0)
     return vision_learner(dls, 'vit_tiny_patch16_224', pretrained=False, img_size=64)
 
