@@ -23,7 +23,7 @@ def _lin_interp(n_in, n_out, device=None):
     return F.interpolate(eye, size=(n_out, n_in), mode='bilinear', align_corners=False)[0,0]
 
 def up_adjoint(g, hw):
-    "Adjoint of bilinear upsampling from `hw` to `g`'s size: ⟨upsample(z), g⟩ = ⟨z, up_adjoint(g, hw)⟩ for every `z`"
+    "Adjoint of bilinear upsampling from `hw` to `g`'s size: <upsample(z), g> = <z, up_adjoint(g, hw)>"
     ry,rx = _lin_interp(hw[0], g.shape[-2], g.device),_lin_interp(hw[1], g.shape[-1], g.device)
     return ry.T @ g.float() @ rx
 
@@ -37,7 +37,7 @@ def channel_info(select, a, grad=None, xgrad=None, xb=None):
     "How likely each channel of `a` `[n,k,h,w]` is to score high: its top `max_channels` get a masked forward"
     if select=='variance': return a.flatten(2).var(2)                      # Faster Score-CAM
     if select=='gradcam':  return grad.mean((2,3))*a.mean((2,3))           # Grad-CAM contribution α_k·mean(A_k)
-    # first order: y(x⊙M_k) ≈ y(x) - ⟨∇y⊙x, 1-M_k⟩, so rank by ⟨∇y⊙x, M_k⟩, on the small maps through the adjoint
+    # first order: y(x*M_k) ~ y(x) - <grad(y)*x, 1-M_k>, so rank by <grad(y)*x, M_k>, on the small maps via the adjoint
     gx = up_adjoint((xgrad*xb.float()).sum(1), a.shape[-2:])
     return (channel_masks(a)*gx[:,None]).sum((2,3))
 
