@@ -11,7 +11,8 @@ __all__ = []
 import importlib
 # every module, in the order the data flows through them
 _mods = [importlib.import_module(f'fast_cam.{mod}') for mod in
-         ['core', 'inputs', 'targets', 'capture', 'layers', 'methods', 'scorecam', 'guided', 'learner', 'show',
+         ['core', 'inputs', 'targets', 'capture', 'layers', 'methods', 'scorecam', 'masked', 'fullgrad', 'meta', 'tokens',
+          'guided', 'attribution', 'learner', 'show',
           'interpret', 'callback', 'gather', 'metrics', 'sanity', 'evaluate', 'data']]
 from .core import *
 from .inputs import *
@@ -20,7 +21,12 @@ from .capture import *
 from .layers import *
 from .methods import *
 from .scorecam import *
+from .masked import *
+from .fullgrad import *
+from .meta import *
+from .tokens import *
 from .guided import *
+from .attribution import *
 from .learner import *
 from .show import *
 from .interpret import *

@@ -6,7 +6,7 @@ Docs: https://fast-cam.github.io/fast_cam/methods.html.md"""
 
 # %% ../nbs/02_methods.ipynb #1fc73b64
 from __future__ import annotations
-import difflib, warnings
+import difflib, importlib, warnings
 from .core import *
 from .targets import *
 from .capture import *
@@ -14,8 +14,8 @@ from .layers import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['methods', 'feature_maps', 'fuse_maps', 'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM', 'LayerCAM', 'HiResCAM',
-           'EigenCAM', 'head_weights', 'CAM', 'get_method']
+__all__ = ['method_modules', 'methods', 'feature_maps', 'fuse_maps', 'MethodRegistry', 'CAMMethod', 'GradCAM', 'GradCAMpp',
+           'XGradCAM', 'LayerCAM', 'HiResCAM', 'EigenCAM', 'head_weights', 'CAM', 'get_method']
 
 # %% ../nbs/02_methods.ipynb #3c04919c
 def feature_maps(m, ls, c, name, hw=None, reshape=None):
@@ -44,8 +44,29 @@ def fuse_maps(maps, fuse='max'):
     return ups.amax(0) if fuse=='max' else ups.mean(0)
 
 # %% ../nbs/02_methods.ipynb #a06070d9
+# the modules whose `CAMMethod`s register themselves on import (see `__init_subclass__`)
+method_modules = ('methods','scorecam','masked','guided','fullgrad','meta','tokens','attribution')
+
+class MethodRegistry(dict):
+    "name -> method, for every method of every module in `method_modules`: they are imported on the first look"
+    _loaded = False
+    def load(self):
+        if self._loaded: return self
+        self._loaded = True
+        for mod in method_modules: importlib.import_module(f'fast_cam.{mod}')
+        return self
+    def __getitem__(self, k): return super(MethodRegistry, self.load()).__getitem__(k)
+    def __contains__(self, k): return super(MethodRegistry, self.load()).__contains__(k)
+    def __iter__(self): return super(MethodRegistry, self.load()).__iter__()
+    def __len__(self): return super(MethodRegistry, self.load()).__len__()
+    def get(self, k, default=None): return super(MethodRegistry, self.load()).get(k, default)
+    def keys(self): return super(MethodRegistry, self.load()).keys()
+    def values(self): return super(MethodRegistry, self.load()).values()
+    def items(self): return super(MethodRegistry, self.load()).items()
+    def __repr__(self): return f"methods({', '.join(self.load())})"
+
 # name -> method: every `CAMMethod` subclass with a `name` of its own adds itself (see `__init_subclass__`)
-methods = {}
+methods = MethodRegistry()
 
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
