@@ -2,6 +2,8 @@
 
     python benchmarks/quality.py              # the shapes model of the docs (`shapes_learner`), 200 validation images
     python benchmarks/quality.py --variant    # also train `shapes_cnn` with a 16x16 final map and score its localisation
+    python benchmarks/quality.py --arch resnet18   # a fastai resnet18 trained on the same shapes at 64 px (a second model)
+    python benchmarks/quality.py --methods gradcam,fullgrad   # some methods only (default: every method of the registry)
     python benchmarks/quality.py --quick      # a tiny model and a few images: only shows that the script works
 
 Prints the tables and writes benchmarks/QUALITY.md (`--out` elsewhere; `--quick` writes only to an explicit `--out`)."""
@@ -12,7 +14,7 @@ from fastai.vision.all import *
 import fastai
 from fast_cam.all import *
 from fast_cam.metrics import *
-from fast_cam.data import Shapes, shapes_learner
+from fast_cam.data import Shapes, shapes_learner, fit_cached
 from datetime import date
 
 p = argparse.ArgumentParser()
@@ -22,15 +24,21 @@ p.add_argument('--steps', type=int, default=32, help='deletion / insertion steps
 p.add_argument('--bs', type=int, default=128, help='batch size of the perturbed forwards')
 p.add_argument('--threads', type=int, default=2)
 p.add_argument('--variant', action='store_true', help='also train shapes_cnn with a 16x16 final map (third block at stride 1)')
+p.add_argument('--arch', default='shapes_cnn', choices=['shapes_cnn','resnet18'], help='the model scored')
+p.add_argument('--methods', default='', help='comma-separated method names (default: every method of the registry)')
 p.add_argument('--quick', action='store_true', help='a tiny model and a few images')
 p.add_argument('--out', default=None, help='where to write the report (default benchmarks/QUALITY.md; none for --quick)')
 a = p.parse_args()
 torch.set_num_threads(a.threads)
-out = a.out or (None if a.quick else os.path.join(os.path.dirname(os.path.abspath(__file__)), 'QUALITY.md'))
+out = a.out or (None if a.quick else os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  'QUALITY.md' if a.arch=='shapes_cnn' else f'QUALITY_{a.arch}.md'))
 n,sn,steps = (8,4,8) if a.quick else (a.n,a.sanity_n,a.steps)
 quiet = bool(a.quick)
 
-METHODS = ['cam','gradcam','gradcampp','xgradcam','layercam','hirescam','scorecam','eigencam','guided_backprop','guided_gradcam']
+# every method of the registry once (aliases share a class), the historical ones first; wrappers of another method use their default base
+FIRST = ['cam','gradcam','gradcampp','xgradcam','layercam','hirescam','scorecam','eigencam','guided_backprop','guided_gradcam']
+ALL = sorted({type(v): v.name for v in methods.values()}.values(), key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0, k))
+METHODS = a.methods.split(',') if a.methods else FIRST if a.quick else ALL  # --quick: the first ten
 BASELINES = ['uniform','random','edge']
 HIGHER = dict(pointing=True, peak_in_mask=True, energy=True, box_iou=True, loc_acc=True, deletion=False, insertion=True, avg_drop=False, avg_inc=True)
 
@@ -62,11 +70,22 @@ def md_table(df, bold_best=True):
     return '\n'.join(lines)
 
 t0 = time.perf_counter()
-learn = shapes_learner(n=300, epochs=1) if a.quick else shapes_learner(cache=True)
+def resnet_learner(n_img=3000, epochs=5, lr=3e-3, bs=64, seed=0, quick=False):
+    "A fastai `vision_learner` resnet18 (no pretrained weights, CAM-exact head) trained on `Shapes` at 64 px, cached"
+    set_seed(seed, reproducible=True)
+    dls = Shapes(300 if quick else n_img, seed=seed).dls(bs=bs)
+    learn = vision_learner(dls, resnet18, pretrained=False, concat_pool=False, lin_ftrs=[], metrics=accuracy)
+    return fit_cached(learn, f'quality_resnet18_{n_img}_{epochs}_{lr}_{seed}', 1 if quick else epochs, lr, cache=not quick)
+
+if a.arch=='resnet18': learn = resnet_learner(quick=a.quick)
+else: learn = shapes_learner(n=300, epochs=1) if a.quick else shapes_learner(cache=True)
 sh = learn.dls.shapes
 with learn.no_bar(): acc = float(learn.validate()[1])
 items = np.array(learn.dls.valid.items[:n])
 n = len(items)
+lay = cam_layer(learn)
+fmap = explain(learn, learn.dls.valid.one_batch()[0][:1], 'gradcam').shape[-1]
+lname = next(k for k,v in learn.model.named_modules() if v is lay)
 print(f'shapes model: validation accuracy {acc:.3f}; scoring {len(METHODS)} methods and {len(BASELINES)} baselines on {n} images...')
 
 t1 = time.perf_counter()
@@ -137,8 +156,8 @@ txt = f"""# Quality benchmark
 
 {date.today()} · {dev} · {torch.get_num_threads()} threads · torch {torch.__version__} · fastai {fastai.__version__} · fast_cam {__import__('fast_cam').__version__}
 
-Model: `shapes_cnn` trained on `Shapes` by `shapes_learner` ({'quick: 300 images, 1 epoch' if a.quick else '3,000 images, 7 epochs'}), validation accuracy {acc:.3f}; 
-CAM layer `0.3`, an 8×8 map at 64 px. Scored on the first {n} validation images, against the objects' masks and boxes. Written by `python benchmarks/quality.py{' --quick' if a.quick else ''}{' --variant' if a.variant else ''}` in {time.perf_counter()-t0:.0f} s ({t_eval:.0f} s for the table below).
+Model: {'`shapes_cnn` trained on `Shapes` by `shapes_learner`' if a.arch=='shapes_cnn' else 'a fastai `vision_learner` resnet18 (no pretrained weights) trained on `Shapes`'} ({'quick: 300 images, 1 epoch' if a.quick else '3,000 images, ' + ('7' if a.arch=='shapes_cnn' else '5') + ' epochs'}), validation accuracy {acc:.3f}; 
+automatic CAM layer `{lname}`, a {fmap}×{fmap} map at 64 px. Scored on the first {n} validation images, against the objects' masks and boxes. Written by `python benchmarks/quality.py{' --quick' if a.quick else ''}{' --variant' if a.variant else ''}` in {time.perf_counter()-t0:.0f} s ({t_eval:.0f} s for the table below).
 
 ## Targets
 
@@ -146,13 +165,13 @@ CAM layer `0.3`, an 8×8 map at 64 px. Scored on the first {n} validation images
 
 ## All methods
 
-Maps explain the predicted class. `pointing`: the map's peak within 15 px at 224 px ({tols[3]:.1f} px here) of the object's mask (Zhang et al. 2016); `peak_in_mask`: strictly inside it; `energy`: share of the map's mass inside the mask (Score-CAM §5.2, on the map as it is); `box_iou`: IoU of the CAM box (20 % of the maximum, largest 8-connected component) with the object's box, `loc_acc` the share with IoU ≥ 0.5; `deletion` / `insertion`: RISE AUCs of the softmax probability over {steps} steps (deletion to zeros in the normalised input space, insertion from an 11×11, σ = 5 blur); `avg_drop` (%) and `avg_inc` (% of images): Grad-CAM++'s average drop and increase in confidence, on the image × its min-max scaled map in the normalised input space. Score-CAM is exact (all 128 channels). Guided backprop and guided Grad-CAM count by the absolute value of their gradients summed over channels. The best method of each column is in bold; ↑ higher is better, ↓ lower.
+Maps explain the predicted class. `pointing`: the map's peak within 15 px at 224 px ({tols[3]:.1f} px here) of the object's mask (Zhang et al. 2016); `peak_in_mask`: strictly inside it; `energy`: share of the map's mass inside the mask (Score-CAM §5.2, on the map as it is); `box_iou`: IoU of the CAM box (20 % of the maximum, largest 8-connected component) with the object's box, `loc_acc` the share with IoU ≥ 0.5; `deletion` / `insertion`: RISE AUCs of the softmax probability over {steps} steps (deletion to zeros in the normalised input space, insertion from an 11×11, σ = 5 blur); `avg_drop` (%) and `avg_inc` (% of images): Grad-CAM++'s average drop and increase in confidence, on the image × its min-max scaled map in the normalised input space. Score-CAM is exact (every channel of the layer). Guided backprop and guided Grad-CAM count by the absolute value of their gradients summed over channels. The best method of each column is in bold; ↑ higher is better, ↓ lower.
 
 {md_table(df)}
 
 ## Cascading randomisation
 
-Spearman rank correlation of each method's maps (upsampled to 64 px, min-max scaled) with the trained model's, on {len(xs)} images, as the blocks are re-initialised from the top (head `1.2`, then the body's blocks `0.3` to `0.0`), and the SSIM once all are random. Below 0.5 as soon as the head is random: {', '.join(early) or 'none'}. Eigen-CAM ignores the head, so it cannot change at the first step. Still above 0.5 once every block is random: {', '.join(late) or 'none'}; these maps follow the image more than the weights. Of the class-specific methods, the one that stays closest to its original map after full randomisation is {closest} ({san[closest].df.spearman.iloc[-1]:.3f}).
+Spearman rank correlation of each method's maps (upsampled to 64 px, min-max scaled) with the trained model's, on {len(xs)} images, as the blocks are re-initialised from the top (the head first, then the body's blocks: {', '.join(blocks)}), and the SSIM once all are random. Below 0.5 as soon as the head is random: {', '.join(early) or 'none'}. Eigen-CAM ignores the head, so it cannot change at the first step. Still above 0.5 once every block is random: {', '.join(late) or 'none'}; these maps follow the image more than the weights. Of the class-specific methods, the one that stays closest to its original map after full randomisation is {closest} ({san[closest].df.spearman.iloc[-1]:.3f}).
 
 {chr(10).join(san_lines)}
 
@@ -166,7 +185,7 @@ The pointing game's hit rate against the tolerance (pixels at 64 px):
 
 Per class, Grad-CAM without / with the tolerance: {'; '.join(f'{k} {v[0]:.2f} / {v[1]:.2f} ({v[2]} images)' for k,v in by_cls.items())}. Objects cover {area.mean():.1%} of the image on average.
 
-Within 1 px the hit rate is {tol_rows['gradcam'][1]:.3f}, within {tols[3]:.1f} px {tol_rows['gradcam'][3]:.3f}, within 8 px {tol_rows['gradcam'][4]:.3f}: the misses are peaks on or just outside the object's outline, not elsewhere in the image. The final feature map is 8×8, so a bilinearly upsampled map peaks near a cell centre, cells being 8 px apart; and the docs page's figures show the model's evidence at the edges and corners (triangle tips, the rims of circles).
+Within 1 px the hit rate is {tol_rows['gradcam'][1]:.3f}, within {tols[3]:.1f} px {tol_rows['gradcam'][3]:.3f}, within 8 px {tol_rows['gradcam'][4]:.3f}: the misses are peaks on or just outside the object's outline, not elsewhere in the image. The feature map is {fmap}×{fmap}, so a bilinearly upsampled map peaks near a cell centre, cells being {64//fmap} px apart; and the docs page's figures show the model's evidence at the edges and corners (triangle tips, the rims of circles).
 """
 if var is not None:
     vacc,vdf,t_fit,vsp = var
