@@ -39,6 +39,7 @@ quiet = bool(a.quick)
 FIRST = ['cam','gradcam','gradcampp','xgradcam','layercam','hirescam','scorecam','eigencam','guided_backprop','guided_gradcam']
 ALL = sorted({type(v): v.name for v in methods.values()}.values(), key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0, k))
 METHODS = a.methods.split(',') if a.methods else FIRST if a.quick else ALL  # --quick: the first ten
+METHODS += [k for k in ('gradcam','guided_backprop') if k not in METHODS]  # the targets below read them
 BASELINES = ['uniform','random','edge']
 HIGHER = dict(pointing=True, peak_in_mask=True, energy=True, box_iou=True, loc_acc=True, deletion=False, insertion=True, avg_drop=False, avg_inc=True)
 
