@@ -40,7 +40,8 @@ if a.only: CASES = {k:CASES[k] for k in a.only.split(',')}
 def setup(c):
     "The case's model (eval, on `dev`, seeded) and input, and the predicted classes"
     torch.manual_seed(0)
-    m = getattr(torchvision.models, c.model)(weights=None).eval().to(dev)
+    kw = {'image_size': a.size} if c.model.startswith('vit_') else {}  # torchvision's ViTs are built for one size
+    m = getattr(torchvision.models, c.model)(weights=None, **kw).eval().to(dev)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1 if a.quick else c.n, 3, a.size, a.size, generator=g).to(dev)
     with torch.no_grad(): t = m(x).argmax(1).tolist()

@@ -1,4 +1,4 @@
-"""Saliency, input × gradient, integrated gradients, occlusion, and SmoothGrad/VarGrad around any method, through `learn.heatmap(x, method=...)`.
+"""Saliency, input × gradient, integrated gradients, occlusion, and SmoothGrad/VarGrad around any method.
 
 Docs: https://fast-cam.github.io/fast_cam/attribution.html.md"""
 
@@ -14,4 +14,189 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = []
+__all__ = ['ig_rules', 'nt_kinds', 'clean_target', 'rounds_target', 'Saliency', 'InputXGradient', 'ig_steps',
+           'IntegratedGradients', 'window_masks', 'Occlusion', 'item_noise', 'NoiseTunnel', 'SmoothGrad',
+           'SmoothGradSq', 'VarGrad']
+
+# %% ../nbs/03a_attribution.ipynb #02f554f6
+def _part(o, sl):
+    "Rows `sl` of a model output: a tensor, or the tensors of a tuple, list or dict"
+    if isinstance(o, Tensor): return o[sl] if o.ndim else o
+    if isinstance(o, dict): return {k:_part(v, sl) for k,v in o.items()}
+    if isinstance(o, (tuple,list)): return type(o)(_part(v, sl) for v in o)
+    return o
+
+def clean_target(m, xb, target, vocab=None):
+    "One forward on the clean batch: its `Captured` and the target its perturbed copies keep (the classes found)"
+    c = capture(m, xb, [], target, vocab, grad=False)
+    keep = isinstance(c.idx, Tensor) and c.idx.ndim==1 and not is_custom(target)
+    return c, (c.idx if keep else target)
+
+def rounds_target(target, n, r, vocab=None):
+    "The target for `r*n` rows laid out as `r` rounds of the `n` items: class indices repeated, others round by round"
+    if isinstance(target, Tensor): return target.repeat(r)
+    return lambda o: torch.cat([target_scores(target, _part(o, slice(j*n, (j+1)*n)), vocab)[0] for j in range(r)])
+
+
+# %% ../nbs/03a_attribution.ipynb #2a67b505
+class Saliency(CAMMethod):
+    "Saliency, Simonyan et al. 2014 (arXiv:1312.6034): the input gradient `[n,c,H,W]`, its absolute value by default"
+    name,guided,has_layer,supports_all,options = 'saliency',True,False,False,('abs',)
+    def compute(self, m, xb, target=None, layer=None, vocab=None, abs=True, reshape=None):
+        self.check_target(target)
+        g = capture(m, xb, [], target, vocab, grad=False, input_grad=True)
+        return (g.xgrad.abs() if abs else g.xgrad).float(), g.out
+
+class InputXGradient(CAMMethod):
+    "Input × gradient, Shrikumar et al. 2016 (arXiv:1605.01713): `x ⊙ ∂y/∂x`, `[n,c,H,W]`"
+    name,guided,has_layer,supports_all,options = 'input_x_gradient',True,False,False,()
+    aliases = ('inputxgradient','ixg')
+    def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
+        self.check_target(target)
+        g = capture(m, xb, [], target, vocab, grad=False, input_grad=True)
+        return (xb.float()*g.xgrad.float()), g.out
+
+
+# %% ../nbs/03a_attribution.ipynb #93fc26e2
+ig_rules = ('gausslegendre','riemann_trapezoid','riemann_left','riemann_right','riemann_middle')
+
+def ig_steps(n_steps, rule='gausslegendre'):
+    "Points `alpha` in [0,1] and weights of the path integral of integrated gradients, as captum places them"
+    if rule not in ig_rules: raise CAMError(f"`rule` must be one of {', '.join(map(repr, ig_rules))}, got {rule!r}.")
+    if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps<(1 if rule=='gausslegendre' else 2):
+        lo = 1 if rule=='gausslegendre' else 2
+        raise CAMError(f"`n_steps` must be an int >= {lo} for rule {rule!r}, got {n_steps!r}: pass more steps.")
+    if rule=='gausslegendre':
+        a,w = np.polynomial.legendre.leggauss(n_steps)
+        return list(0.5*(1+a)),list(0.5*w)
+    w = [1/n_steps]*n_steps
+    if rule=='riemann_trapezoid': w[0],w[-1] = w[0]/2,w[-1]/2
+    lo,hi = dict(trapezoid=(0,1), left=(0,1-1/n_steps), right=(1/n_steps,1),
+                 middle=(1/(2*n_steps),1-1/(2*n_steps)))[rule.split('_')[1]]
+    return torch.linspace(lo, hi, n_steps).tolist(),w
+
+def _baseline(b, xb):
+    "The baseline as a tensor broadcastable to `xb`"
+    b = torch.as_tensor(b, dtype=xb.dtype, device=xb.device)
+    try: torch.broadcast_shapes(b.shape, xb.shape[1:])
+    except RuntimeError: raise InputError(f"The baseline of shape {tuple(b.shape)} does not fit images of shape "
+                                          f"{tuple(xb.shape[1:])}: pass a number or one image [c,H,W].") from None
+    return b
+
+class IntegratedGradients(CAMMethod):
+    "Integrated gradients, Sundararajan et al. 2017 (arXiv:1703.01365): `(x-x')⊙∫∂y/∂x` along the path, batched"
+    name,guided,has_layer,supports_all = 'integrated_gradients',True,False,False
+    aliases,options = ('ig',),('n_steps','rule','baseline','bs')
+    def __init__(self, n_steps=50, rule='gausslegendre', bs=128): store_attr()
+    def compute(self, m, xb, target=None, layer=None, vocab=None, n_steps=None, rule=None, baseline=0., bs=None,
+                reshape=None):
+        self.check_target(target)
+        al,w = ig_steps(ifnone(n_steps, self.n_steps), ifnone(rule, self.rule))
+        n,b = len(xb),_baseline(baseline, xb)
+        c,t = clean_target(m, xb, target, vocab)
+        r = max(1, ifnone(bs, self.bs)//n)  # steps per backward: r*n rows
+        total = 0.
+        for s in range(0, len(al), r):
+            a = torch.tensor(al[s:s+r], dtype=xb.dtype, device=xb.device)
+            xs = (b + a[:,None,None,None,None]*(xb-b)).flatten(0,1)  # step-major: row k*n+i is step k of item i
+            g = capture(m, xs, [], rounds_target(t, n, len(a), vocab), vocab, grad=False, input_grad=True).xgrad
+            ws = torch.tensor(w[s:s+r], dtype=g.dtype, device=g.device)
+            total = total + (g.view(len(a), *xb.shape)*ws[:,None,None,None,None]).sum(0)
+        return ((xb-b).float()*total).float(), c.out
+
+
+# %% ../nbs/03a_attribution.ipynb #2feafd66
+def _dims(v, c, what):
+    "A window or stride `(c,h,w)` from an int (square, all channels), `(h,w)` (all channels) or `(c,h,w)`"
+    if isinstance(v, int) and not isinstance(v, bool): v = (v,v)
+    if not (isinstance(v, (tuple,list)) and len(v) in (2,3) and all(isinstance(o,int) and o>0 for o in v)):
+        raise CAMError(f"`{what}` must be a positive int, (h, w) or (c, h, w); got {v!r}.")
+    return tuple(v) if len(v)==3 else (c,*v)
+
+def window_masks(size, window, stride, device=None):
+    "Per dimension of `size`: indicators `[k,d]` of the window positions, captum's (the last may run off the edge)"
+    res = []
+    for d,w,s in zip(size, window, stride):
+        w = min(w, d)
+        if s>w and w<d:
+            raise CAMError(f"A stride ({s}) larger than the window ({w}) leaves pixels out: pass smaller `strides`.")
+        k = math.ceil((d-w)/s)+1
+        pos = torch.arange(d, device=device)
+        st = torch.arange(k, device=device)[:,None]*s
+        res.append(((pos>=st) & (pos<st+w)).float())
+    return res
+
+class Occlusion(CAMMethod):
+    "Occlusion, Zeiler & Fergus 2014 (arXiv:1311.2901): score drop when a sliding window is set to the baseline"
+    name,guided,has_layer,supports_all = 'occlusion',True,False,False
+    options = ('sliding_window_shapes','strides','baseline','bs','bar')
+    def __init__(self, bs=64, bar=None): store_attr()
+    def compute(self, m, xb, target=None, layer=None, vocab=None, sliding_window_shapes=None, strides=None,
+                baseline=0., bs=None, bar=None, reshape=None):
+        self.check_target(target)
+        n,(C,H,W) = len(xb),xb.shape[1:]
+        win = _dims(ifnone(sliding_window_shapes, (math.ceil(H/4), math.ceil(W/4))), C, 'sliding_window_shapes')
+        st = _dims(ifnone(strides, tuple(max(1, o//2) for o in win[1:])), win[0], 'strides')
+        mc,mh,mw = window_masks((C,H,W), win, st, xb.device)
+        K,b = len(mc)*len(mh)*len(mw),_baseline(baseline, xb)
+        with no_autocast(xb):  # the score differences are small: in float32 even under the user's autocast
+            c,t = clean_target(m, xb, target, vocab)
+            s0 = target_scores(t, c.out, vocab)[0]
+        kc,kh,kw = torch.ones(len(mc), len(mh), len(mw), device=xb.device).nonzero(as_tuple=True)
+        def _make(sl):
+            j = torch.arange(sl.start, sl.stop, device=xb.device)
+            k,i = j.div(n, rounding_mode='floor'),j%n  # window-major: row k*n+i is window k on item i
+            mk = (mc[kc[k]][:,:,None,None]*mh[kh[k]][:,None,:,None]*mw[kw[k]][:,None,None,:]).to(xb.dtype)
+            return xb[i]*(1-mk) + b*mk
+        r = max(1, ifnone(bs, self.bs)//n)
+        read = lambda sl,o: target_scores(rounds_target(t, n, (sl.stop-sl.start)//n, vocab), o, vocab)[0]
+        with no_autocast(xb): s = batched_forward(m, _make, K*n, r*n, read, ifnone(bar, self.bar))
+        d = (s0[None]-s.view(len(mc),len(mh),len(mw),n)).float()  # the score each window takes away
+        attr = torch.einsum('abdn,ac,bh,dw->nchw', d, mc, mh, mw)
+        return (attr/torch.einsum('ac,bh,dw->chw', mc, mh, mw)).float(), c.out
+
+
+# %% ../nbs/03a_attribution.ipynb #00edcc1b
+nt_kinds = ('smoothgrad','smoothgrad_sq','vargrad')
+
+def item_noise(shape, n_samples, stdevs, seed, like):
+    "`n_samples` noise images `[s,c,H,W]` of std `stdevs`, the same draws for every item (seeded by `seed`)"
+    z = torch.randn(n_samples, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+    return (z*stdevs).to(like.device, like.dtype)
+
+class NoiseTunnel(CAMMethod):
+    "SmoothGrad (arXiv:1706.03825), its square, or VarGrad (arXiv:1810.03307) of any method's maps on noisy copies"
+    has_layer,supports_all,options = False,False,('base','kind','n_samples','stdevs','seed')
+    kind = 'smoothgrad'
+    def __init__(self, base='saliency', kind=None, n_samples=8, stdevs=0.15, seed=0):
+        store_attr('base,n_samples,stdevs,seed'); self.kind = ifnone(kind, self.kind)
+    @property
+    def guided(self): return get_method(self.base).guided  # input-space maps when `base`'s are
+    def compute(self, m, xb, target=None, layer=None, vocab=None, base=None, kind=None, n_samples=None, stdevs=None,
+                seed=None, reshape=None, **opts):
+        self.check_target(target)
+        meth,kind = get_method(ifnone(base, self.base)),ifnone(kind, self.kind)
+        if kind not in nt_kinds:
+            raise CAMError(f"`kind` must be one of {', '.join(map(repr, nt_kinds))}, got {kind!r}.")
+        S,n = ifnone(n_samples, self.n_samples),len(xb)
+        if not isinstance(S, int) or S<1: raise CAMError(f"`n_samples` must be an int >= 1, got {S!r}: pass one.")
+        if reshape is not None: opts['reshape'] = reshape
+        c,t = clean_target(m, xb, target, vocab)
+        z = item_noise(xb.shape[1:], S, ifnone(stdevs, self.stdevs), ifnone(seed, self.seed), xb)
+        xs = (xb[None] + z[:,None]).flatten(0,1)  # sample-major: row s*n+i is noise s on item i
+        mp = meth.compute(m, xs, rounds_target(t, n, S, vocab), layer, vocab, **{**meth.quiet(), **opts})[0]
+        mp = mp.view(S, n, *mp.shape[1:])
+        if kind=='smoothgrad': return mp.mean(0), c.out
+        sq = (mp*mp).mean(0)
+        return (sq if kind=='smoothgrad_sq' else sq - mp.mean(0)**2), c.out
+
+class SmoothGrad(NoiseTunnel):
+    "SmoothGrad, Smilkov et al. 2017 (arXiv:1706.03825): the mean of `base`'s maps over noisy copies"
+    name = 'smoothgrad'
+class SmoothGradSq(NoiseTunnel):
+    "SmoothGrad²: the mean of the squares of `base`'s maps over noisy copies (captum's `smoothgrad_sq`)"
+    name,kind = 'smoothgrad_sq','smoothgrad_sq'
+class VarGrad(NoiseTunnel):
+    "VarGrad, Adebayo et al. 2018 (arXiv:1810.03307): the variance of `base`'s maps over noisy copies"
+    name,kind = 'vargrad','vargrad'
+

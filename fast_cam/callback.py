@@ -6,12 +6,13 @@ Docs: https://fast-cam.github.io/fast_cam/callback.html.md"""
 
 # %% ../nbs/07_callback.ipynb #78d35a6d
 from __future__ import annotations
+import sys
 from .core import *
 from .inputs import *
 from .targets import *
 from .methods import get_method
 from .learner import explain, to_preds
-from .show import show_map, offscreen_fig, decode_batch
+from .show import show_map, map_image, offscreen_fig, fig_image, decode_batch
 from fastai.vision.all import *
 
 # %% auto #0
@@ -52,11 +53,6 @@ def _small(imgs):
     "Decoded images as uint8 when they are whole numbers in [0, 255]"
     return imgs.to(torch.uint8) if not imgs.is_floating_point() and imgs.min()>=0 and imgs.max()<=255 else imgs
 
-# %% ../nbs/07_callback.ipynb #579da426
-def _rgb(fig, dpi):
-    fig.set_dpi(dpi); fig.canvas.draw()
-    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[...,:3].copy())
-
 # %% ../nbs/07_callback.ipynb #7a209b3e
 class CAMHistory:
     "The maps, probabilities and explained classes of fixed items, one record per epoch (`epoch=-1`: before training)"
@@ -95,14 +91,18 @@ class CAMHistory:
         if not shared or self.guided: return [None]*len(self.imgs)
         return torch.stack([r['maps'] for r in rs]).flatten(2).amax((0,2)).tolist()
 
+    def _title(self, r, i):
+        "Item `i`'s title in record `r`: the class its map explains and that class's probability"
+        t,p = int(r['targets'][i]),r['probs'][i]
+        c = t if t>=0 else int(p.argmax())
+        return f"{class_label(self.vocab, c)} {float(p[c]):.2f}"
+
     def _row(self, axs, r, vmax, alpha, cmap, **kwargs):
         "Draw the items of record `r` on `axs`; titles in green (red) where the prediction is right (wrong)"
         for i,ax in enumerate(axs):
-            t,p = int(r['targets'][i]),r['probs'][i]
-            c = t if t>=0 else int(p.argmax())
-            ttl = f"{class_label(self.vocab, c)} {float(p[c]):.2f}"
-            show_map(self.imgs[i], r['maps'][i], self.guided, ax=ax, title=ttl, alpha=alpha, cmap=cmap, vmax=vmax[i],
-                     **kwargs)
+            p = r['probs'][i]
+            show_map(self.imgs[i], r['maps'][i], self.guided, ax=ax, title=self._title(r, i), alpha=alpha, cmap=cmap,
+                     vmax=vmax[i], **kwargs)
             ax.title.set_fontsize(8)
             if self.targs is not None and self.targs.ndim==1:
                 ax.title.set_color('green' if int(p.argmax())==int(self.targs[i]) else 'red')
@@ -147,18 +147,81 @@ class CAMHistory:
             fig,axs = offscreen_fig(1, n, ifnone(figsize, (1.7*n, 2.1)))
             self._row(axs, r, vm, alpha, cmap, **kwargs)
             fig.suptitle(self._ep(r['epoch']), fontsize=10)
-            frames.append(_rgb(fig, dpi))
+            frames.append(fig_image(fig, dpi))
         fn = Path(fn)
         frames[0].save(fn, format='GIF', save_all=True, append_images=frames[1:], duration=duration, loop=0)
         return fn
+
+    @property
+    def tags(self):
+        "One tag per item, as the trackers file its maps: `fast_cam/{method}/item_{i:02d}`"
+        return [f"fast_cam/{self.method}/item_{i:02d}" for i in range(len(self.imgs))]
+
+    def images(self,
+               i=-1, # Which record (-1: the last)
+               figsize=(2.5,2.5), # Size of each image in inches
+               dpi=100, # Pixels per inch: each image is `figsize`×`dpi` pixels
+               alpha=0.6, # Opacity of the heatmap over the image
+               cmap='magma', # Matplotlib colour map of the heatmap
+               **kwargs # Passed on to `show_heatmap` (e.g. `interpolation`)
+              ):
+        "Record `i` as one RGB `PIL.Image` per item, drawn by `map_image` (as `show` draws), each map on its own scale"
+        r = self._select(None)[i]
+        return [map_image(self.imgs[j], r['maps'][j], self.guided, title=self._title(r, j), figsize=figsize, dpi=dpi,
+                          alpha=alpha, cmap=cmap, **kwargs) for j in range(len(self.imgs))]
+
+
+# %% ../nbs/07_callback.ipynb #e050b30c
+_writer_msg = ("`writer` must be a TensorBoard `SummaryWriter` (an object with `add_image`), None (the writer of "
+               "fastai's `TensorBoardCallback` when the learner has one) or False (no TensorBoard); got {!r}.")
+_wandb_msg = ("`wandb` must be None (log to W&B when fastai's `WandbCallback` is in use), True (also to an active "
+              "`wandb.run` without it) or False (no W&B); got {!r}.")
+_no_run_msg = ("wandb=True logs the maps to the active W&B run, but `wandb.run` is None: call `wandb.init(...)` before "
+               "fitting, add fastai's `WandbCallback`, or pass wandb=None.")
+_no_wandb_msg = ("wandb=True logs the maps to W&B, but wandb is not installed: "
+                 "`pip install wandb` (or `fast_cam[track]`).")
+
+def _fastai_cb(learn, mod, cls):
+    "`learn`'s callback of class `cls` from fastai module `mod`, or None; a module not imported has no callback in use"
+    m = sys.modules.get(mod)
+    return None if m is None else first(cb for cb in learn.cbs if isinstance(cb, getattr(m, cls)))
+
+def _tb_writer(learn, writer=None):
+    "The writer for the maps: `writer`, else the one of a running fastai `TensorBoardCallback`, else None"
+    if writer is not None: return writer
+    cb = _fastai_cb(learn, 'fastai.callback.tensorboard', 'TensorBoardCallback')
+    return getattr(cb, 'writer', None) if cb is not None and cb.run else None
+
+def _wandb_run(learn, wandb=None):
+    "The W&B run for the maps (or None), and whether fastai's `WandbCallback` is in use"
+    if wandb is False: return None,False
+    cb = _fastai_cb(learn, 'fastai.callback.wandb', 'WandbCallback')
+    if cb is None and not wandb: return None,False
+    if cb is not None and not cb.run: return None,True
+    try: import wandb as wb
+    except ImportError: raise CAMError(_no_wandb_msg) from None
+    return wb.run,cb is not None
+
+def _log_tb(writer, tags, ims, step):
+    # fastai's `TensorBoardCallback` closes its writer in its own `after_fit`, before ours: writing reopens it; close it
+    closed = getattr(writer, 'all_writers', 0) is None
+    for t,im in zip(tags, ims): writer.add_image(t, np.asarray(im), step, dataformats='HWC')
+    if closed: writer.close()
+    else: writer.flush()
+
+def _log_wandb(run, tags, ims, epoch, commit):
+    import wandb as wb
+    root = tags[0].split('/')[0]
+    run.define_metric(f'{root}/*', step_metric=f'{root}/epoch')
+    run.log({**{t:wb.Image(im) for t,im in zip(tags, ims)}, f'{root}/epoch': epoch}, commit=commit)
 
 
 # %% ../nbs/07_callback.ipynb #0bea7ce3
 class CAMCallback(Callback):
     "Record the maps of fixed items after every `every` epochs in `learn.cam_history`, without changing training"
     # after the `Recorder`, before trackers that may end the fit in `after_epoch`
-    order,name,xs = Recorder.order+5,'cam_callback',None
-    _stateattrs = ('xs',)
+    order,name,xs,_writer = Recorder.order+5,'cam_callback',None,None
+    _stateattrs = ('xs','_writer')  # neither the batch nor a writer (open files) is pickled with the learner
     def __init__(self,
                  items=None, # Items as in `dls.valid.items`, images, or a tensor batch; None: the first `n` valid items
                  n=4, # How many validation items when `items` is None
@@ -168,6 +231,10 @@ class CAMCallback(Callback):
                  target=None, # None (predicted class), 'label' (actual class), an int or vocab label, or one per item
                  at_start=True, # Also record the maps before training (epoch -1) when the history is empty
                  reset=False, # Start a new history at each fit (otherwise, e.g. in `fine_tune`, the history continues)
+                 writer=None, # A TensorBoard `SummaryWriter`; None: `TensorBoardCallback`'s when in use; False: none
+                 wandb=None, # None: log to W&B when `WandbCallback` is in use; True: also to an active `wandb.run`
+                 figsize=(2.5,2.5), # Size in inches of each map sent to TensorBoard or W&B
+                 dpi=100, # Pixels per inch of each map sent to TensorBoard or W&B
                  **kwargs # Options of the method, as in `explain`
                 ):
         if isinstance(every, bool) or not isinstance(every, int) or every<1:
@@ -177,7 +244,11 @@ class CAMCallback(Callback):
         get_method(method)
         if is_all(target): raise TargetError("CAMCallback follows one map per item: pass a single class, one per item, "
                                              "'label' or None, not target='all'.")
-        store_attr('items,n,method,layer,every,target,at_start,reset,kwargs')
+        if writer is True or not (writer is None or writer is False or callable(getattr(writer, 'add_image', None))):
+            raise CAMError(_writer_msg.format(writer))
+        if not (wandb is None or isinstance(wandb, bool)): raise CAMError(_wandb_msg.format(wandb))
+        store_attr('items,n,method,layer,every,target,at_start,reset,wandb,figsize,dpi,kwargs')
+        self.tensorboard,self._writer = writer is not False,writer or None
         self.history,self.seen,self.trained = None,0,False
 
     # the LR finder's trial weights are thrown away
@@ -198,6 +269,7 @@ class CAMCallback(Callback):
 
     def _setup(self):
         "Fetch the fixed items' batch once per fit, touching no random generator"
+        if self.wandb and not rank_distrib() and _wandb_run(self.learn, True)[0] is None: raise CAMError(_no_run_msg)
         with keep_rng():
             xs,ys,items = _fixed_batch(self.learn, self.items, self.n)
             if self.history is None or self.reset:
@@ -228,6 +300,19 @@ class CAMCallback(Callback):
         # segmentation: each class's share of the image, so `probs` stays [items, classes]
         if probs.ndim==4: probs = probs.flatten(2).mean(2)
         self.history.add(epoch, maps.float().cpu(), probs, tg)
+        with keep_rng(): self._log(epoch)
+
+    def _log(self, epoch):
+        "Send the last record to TensorBoard and W&B when in use: one image per item, tagged `CAMHistory.tags`"
+        if rank_distrib(): return
+        tb = _tb_writer(self.learn, self._writer) if self.tensorboard else None
+        run,wcb = _wandb_run(self.learn, self.wandb)
+        if tb is None and run is None: return
+        h = self.history
+        ims = h.images(-1, self.figsize, self.dpi)
+        if tb is not None: _log_tb(tb, h.tags, ims, epoch)
+        # `WandbCallback` owns W&B's step: the maps join its current one; a bare run gets one step per record
+        if run is not None: _log_wandb(run, h.tags, ims, epoch, commit=not wcb)
 
     def _hist(self):
         if self.history is None:

@@ -16,7 +16,7 @@ __all__ = ['Captured', 'no_autocast', 'capture']
 # %% ../nbs/01_capture.ipynb #76caa1b4
 class Captured:
     "What one `capture` returns: activations, gradients (`[C,n,...]` for `target='all'`), model output, target classes"
-    def __init__(self, acts, grads, out, idx, xgrad=None, order=None, n_relu=0): store_attr()
+    def __init__(self, acts, grads, out, idx, xgrad=None, order=None, n_relu=0, hvps=None): store_attr()
     def __repr__(self):
         return (f"Captured(acts={[tuple(a.shape) for a in self.acts]}, grads={self.grads is not None}, "
                 f"xgrad={self.xgrad is not None})")
@@ -98,14 +98,20 @@ def _input(xb, ingrad):
     if x.is_inference(): x = x.clone()
     return x.clone().requires_grad_() if ingrad else x
 
-def _layer_grads(scores, acts, batched, retain):
+def _layer_grads(scores, acts, batched, retain, hvp=False):
     "Gradients of the target scores for each activation of `acts`, float32 (`[C,n,...]` for scores `[n,C]`)"
+    # `hvp`: also the Hessian-vector products H·a of the scores for each activation a, from a graph of the gradients
     if not scores.requires_grad: raise LayerError(_no_path_msg.format(which='the chosen layer(s)', what='a layer'))
     if scores.ndim==2: grads = _class_grads(scores, acts, batched)
-    else: grads = torch.autograd.grad(scores.sum(), acts, retain_graph=retain, allow_unused=True)
+    else: grads = torch.autograd.grad(scores.sum(), acts, retain_graph=retain or hvp, allow_unused=True,
+                                      create_graph=hvp)
     if any(g is None for g in grads):
         raise LayerError(_no_path_msg.format(which='one of the chosen layers', what='layers'))
-    return [_f32(g) for g in grads]
+    if not hvp: return [_f32(g) for g in grads],None
+    # one layer at a time (no cross-layer terms); a gradient that does not depend on its activation has H·a = 0
+    hvs = [torch.autograd.grad(g, a, a.detach(), retain_graph=True, allow_unused=True)[0] if g.requires_grad else None
+           for g,a in zip(grads, acts)]
+    return [_f32(g) for g in grads],[_f32(torch.zeros_like(a) if h is None else h) for h,a in zip(hvs, acts)]
 
 def capture(m, # A `Learner` or an `nn.Module`
             xb, # The normalised batch `[n,c,H,W]` the model takes (see `to_batch`)
@@ -116,13 +122,14 @@ def capture(m, # A `Learner` or an `nn.Module`
             guided=False, # Also the input gradients with negative gradients zeroed at each `nn.ReLU` (guided backprop)
             trace=False, # Record the order in which `layers` and the leaf modules ran, in `Captured.order`
             input_grad=False, # Also the plain gradients of the target scores with respect to `xb`
+            hvp=False, # Also the Hessian-vector products H·a for each layer output a, in `Captured.hvps` (ShapleyCAM)
             batched=True # For `target='all'`: the C backward passes in one vmapped call (else a loop)
            ):
     "One forward of `m` on `xb`: outputs of `layers`, the output, the target classes and the gradients asked for"
     m,layers = as_model(m),list(layers)
     acts,order,st = {},[],NS(guided=False, n_relu=0)
     ingrad = guided or input_grad
-    if ingrad and is_all(target): raise TargetError(_ingrad_all_msg)
+    if (ingrad or hvp) and is_all(target): raise TargetError(_ingrad_all_msg)
     with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad):
         xin,hs = _input(xb, ingrad),[]
         keep = _keep_hook(m, len(xb), acts, grad, order if trace else None)
@@ -137,10 +144,13 @@ def capture(m, # A `Learner` or an `nn.Module`
         if missing: raise LayerError(_not_run_msg.format(name=module_name(m, missing[0])))
         with torch.set_grad_enabled(grad or ingrad):
             scores,idx = target_scores(target, out, vocab) if grad or ingrad or not is_all(target) else (None,None)
-        grads = _layer_grads(scores, [acts[l] for l in layers], batched, ingrad) if grad and layers else None
-        xgrad = None
-        if ingrad:
+        la = [acts[l] for l in layers] + ([xin] if input_grad and not guided else [])
+        # the plain input gradient comes from the same backward as the layers' gradients
+        grads,hvps = _layer_grads(scores, la, batched, guided, hvp) if grad and layers else (None,None)
+        xgrad = grads.pop() if grads and len(la)>len(layers) else None
+        if hvps: hvps = hvps[:len(layers)]
+        if ingrad and xgrad is None:
             st.guided = guided  # the ReLU hooks guide this backward only
             xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
-        return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu)
+        return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu, hvps)
 

@@ -17,7 +17,7 @@ from .sanity import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['baseline_maps', 'trust_metrics', 'CAMEvaluation', 'evaluate_cams']
+__all__ = ['baseline_maps', 'trust_metrics', 'faithfulness_metrics', 'CAMEvaluation', 'evaluate_cams']
 
 # %% ../nbs/08b_evaluate.ipynb #1d118afd
 def _edge(xb, i=None):
@@ -36,6 +36,9 @@ def _uniform(xb, i): return torch.ones(len(xb), *xb.shape[-2:], device=xb.device
 
 baseline_maps = {'uniform': _uniform, 'random': _random, 'edge': _edge}
 trust_metrics = ('pointing','peak_in_mask','energy','box_iou','loc_acc','deletion','insertion','avg_drop','avg_inc')
+# more costly, asked for by name: ROAD, threshold perturbation, confidence change, infidelity, max-sensitivity
+faithfulness_metrics = ('road','road_morf','road_lerf','keep_top','remove_top','confidence_change','infidelity',
+                        'sensitivity')
 _loc_metrics = ('pointing','peak_in_mask','energy','box_iou','loc_acc')
 
 # %% ../nbs/08b_evaluate.ipynb #2130050f
@@ -82,7 +85,7 @@ def _truth(learn, dl, masks, boxes, n):
     return (None if masks is None else _t(masks, 'masks').bool()),(None if boxes is None else _t(boxes, 'boxes'))
 
 # %% ../nbs/08b_evaluate.ipynb #839e85c0
-def _scores(learn, xb, maps, idx, mk, bx, metrics, tol, thresh, steps, bs):
+def _scores(learn, xb, maps, idx, mk, bx, metrics, tol, thresh, steps, bs, mkw=None, remap=None):
     "Per-item scores of `metrics` and the curves, for one batch"
     m,r,cv = as_model(learn),{},{}
     if mk is not None:
@@ -99,6 +102,14 @@ def _scores(learn, xb, maps, idx, mk, bx, metrics, tol, thresh, steps, bs):
     if 'avg_drop' in metrics or 'avg_inc' in metrics:
         d,inc = drop_increase(m, xb, maps, idx, bs)
         r['avg_drop'],r['avg_inc'] = d,inc.float()*100
+    kw = ifnone(mkw, {})
+    if any(k in metrics for k in ('road','road_morf','road_lerf')):
+        r['road'],mo,le = road(m, xb, maps, idx, bs=bs, **kw.get('road', {}))
+        r['road_morf'],r['road_lerf'] = mo.mean(1),le.mean(1)
+    for k,f in (('keep_top',keep_top),('remove_top',remove_top),('confidence_change',confidence_change),
+                ('infidelity',infidelity)):
+        if k in metrics: r[k] = f(m, xb, maps, idx, bs=bs, **kw.get(k, {}))
+    if 'sensitivity' in metrics: r['sensitivity'] = sensitivity_max(m, xb, remap, idx, bs=len(xb)*9999, **kw.get('sensitivity', {}))
     return {k:v.detach().float().cpu() for k,v in r.items() if k in metrics},{k:v.cpu() for k,v in cv.items()}
 
 # %% ../nbs/08b_evaluate.ipynb #b469156b
@@ -119,8 +130,9 @@ def _eval_dl(learn, dl, n):
 def _check_metrics(metrics, mk, bx):
     "The metric names asked for, checked against `trust_metrics` and against the truth there is"
     metrics = list(L(ifnone(metrics, trust_metrics)))
-    bad = [k for k in metrics if k not in trust_metrics]
-    if bad: raise CAMError(f"Unknown metric(s) {', '.join(map(repr,bad))}. Available: {', '.join(trust_metrics)}.")
+    bad = [k for k in metrics if k not in trust_metrics+faithfulness_metrics]
+    if bad: raise CAMError(f"Unknown metric(s) {', '.join(map(repr,bad))}. "
+                           f"Available: {', '.join(trust_metrics+faithfulness_metrics)}.")
     if mk is None and bx is None and any(k in _loc_metrics for k in metrics): raise TruthError(_no_truth_msg)
     return metrics
 
@@ -171,6 +183,7 @@ def evaluate_cams(learn, # A fastai `Learner`
                   steps=32, # Deletion and insertion steps
                   bs=64, # Batch size of the perturbed forwards
                   method_kwargs=None, # Options per method, e.g. `{'scorecam': dict(max_channels=32)}`
+                  metric_kwargs=None, # Options per metric, e.g. `{'road': dict(percentiles=(20,80)), 'keep_top': dict(p=10)}`
                   progress=None # Show a progress bar; default: unless inside `learn.no_bar()`
                  ):
     "Trust metrics of each of `methods` over `dl`: a `CAMEvaluation`, one row per method, one column per metric"
@@ -205,7 +218,10 @@ def evaluate_cams(learn, # A fastai `Learner`
             if progress: pb.comment = nm
             if i==first: maps = pre[0][done:done+k].to(xb.device)
             else: maps = _batch_maps(mt, m, xb, ids, idx, kws.get(nm, {}))
-            r,cv = _scores(learn, xb, saliency(maps), idx, mk, bx, metrics, t, thresh, steps, bs)
+            def remap(x_, t_, mt=mt, kw=kws.get(nm, {})):
+                # the method again on perturbed copies of the batch's items (each repeated `len(x_)//k` times)
+                return saliency(_batch_maps(mt, m, x_, ids.repeat_interleave(len(x_)//k), t_, kw))
+            r,cv = _scores(learn, xb, saliency(maps), idx, mk, bx, metrics, t, thresh, steps, bs, metric_kwargs, remap)
             items[nm].append(r)
             for kk,v in cv.items(): curves[nm].setdefault(kk, []).append(v)
         done += k

@@ -1,4 +1,4 @@
-"""Every biased layer at once (FullGrad), and second-order weights through the layers after the target layer (ShapleyCAM).
+"""Every biased layer at once (FullGrad), and second-order weights after the target layer (ShapleyCAM).
 
 Docs: https://fast-cam.github.io/fast_cam/fullgrad.html.md"""
 
@@ -6,6 +6,7 @@ Docs: https://fast-cam.github.io/fast_cam/fullgrad.html.md"""
 
 # %% ../nbs/02c_fullgrad.ipynb #0457779b
 from __future__ import annotations
+import warnings
 from .core import *
 from .targets import *
 from .capture import *
@@ -14,4 +15,76 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = []
+__all__ = ['bias_layers', 'effective_bias', 'FullGrad', 'ShapleyCAM', 'ReST']
+
+# %% ../nbs/02c_fullgrad.ipynb #d515446d
+_bias_types = (nn.Conv2d, nn.BatchNorm2d)
+
+def bias_layers(m):
+    "Every `Conv2d` and `BatchNorm2d` of `m` with a bias, in module order (the layers FullGrad reads)"
+    return [o for o in as_model(m).modules() if isinstance(o, _bias_types) and o.bias is not None]
+
+def effective_bias(l):
+    "The bias `[C]` a layer adds: a `Conv2d`'s own, and for a `BatchNorm2d` in eval mode β - γμ/√(σ²+ε)"
+    b = l.bias.detach()
+    if not isinstance(l, nn.BatchNorm2d) or l.running_mean is None: return b
+    return b - l.running_mean*l.weight.detach()/(l.running_var+l.eps).sqrt()
+
+def _psi_sum(t, eps=1e-7):
+    "Each channel map of `|t|` `[n,C,h,w]` rescaled to [0, 1] (pytorch-grad-cam's ε), summed over channels"
+    t = t.abs()
+    mn,mx = t.amin((2,3), keepdim=True),t.amax((2,3), keepdim=True)
+    return ((t-mn)/(mx-mn+eps)).sum(1)
+
+# %% ../nbs/02c_fullgrad.ipynb #75e65998
+class FullGrad(CAMMethod):
+    "FullGrad, Srinivas & Fleuret 2019 (arXiv:1905.00780): input- and bias-gradient maps of every layer"
+    name,relu,has_layer,supports_all,options = 'fullgrad',False,False,False,()
+    def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
+        self.check_target(target)
+        if layer is not None:
+            warnings.warn("FullGrad uses every biased Conv2d/BatchNorm2d layer, so `layer=` is ignored: leave it None.")
+        ls = bias_layers(m)
+        if not ls: warnings.warn("The model has no biased Conv2d/BatchNorm2d: FullGrad is its input-gradient term.")
+        c = capture(m, xb, ls, target, vocab, input_grad=True)
+        hw = xb.shape[-2:]
+        with no_autocast(xb):
+            res = _psi_sum(c.xgrad*xb.detach().to(c.xgrad.dtype))
+            by_size = {}
+            for l,g in zip(ls, c.grads):
+                # the map of each channel, eq. 5; the layers of one resolution are summed before one upsampling
+                s = _psi_sum(g*effective_bias(l).to(g.dtype)[:,None,None])
+                k = tuple(s.shape[-2:])
+                by_size[k] = by_size[k]+s if k in by_size else s
+            for k,s in by_size.items(): res = res + (s if k==tuple(hw) else upsample(s, hw).to(res.dtype))
+            return res.float(), c.out
+
+# %% ../nbs/02c_fullgrad.ipynb #5c5baa53
+class ShapleyCAM(CAMMethod):
+    "ShapleyCAM, Cai et al. 2025 (arXiv:2501.06261): Grad-CAM weights from gradient and Hessian-vector product"
+    name,supports_all = 'shapleycam',False
+    def weights(self, acts, grads): return grads.mean((2,3))  # `grads` is g - HA/2 here
+    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None):
+        self.check_target(target)
+        ls = resolve_layer(m, layer, xb)
+        ls = ls if isinstance(ls, list) else [ls]
+        c = capture(m, xb, ls, target, vocab, hvp=True)
+        c.grads = [g - h/2 for g,h in zip(c.grads, c.hvps)]
+        with no_autocast(xb):
+            maps = [self.combine(a, g) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape))]
+            return fuse_maps(maps, fuse).float(), c.out
+
+# %% ../nbs/02c_fullgrad.ipynb #f14fb558
+class ReST:
+    "The ReST score of Cai et al. 2025 as a `target=`: `z_c + log softmax(z)_c` for class(es) `c` (None: predicted)"
+    def __init__(self,
+                 c=None, # A class index or label, one per item, or None (each item's predicted class)
+                 vocab=None # Class labels, to read a label `c`
+                ): store_attr()
+    def __call__(self, out):
+        if not (isinstance(out, Tensor) and out.ndim==2):
+            raise TargetError("ReST scores a classifier's output [n, classes]: use it with such a model, "
+                              "or pass `target=f` with `f(output)` returning one score per item.")
+        z = out.float()
+        return (z + z.log_softmax(1)).gather(1, resolve_target(self.c, out, self.vocab)[:,None])[:,0]
+    def __repr__(self): return f"ReST({self.c!r})"

@@ -1,4 +1,4 @@
-"""Methods that score masked or ablated copies of the input, sharing Score-CAM's batching, channel selection and progress bar.
+"""Methods that score masked or ablated copies of the input, with Score-CAM's batching and channel selection.
 
 Docs: https://fast-cam.github.io/fast_cam/masked.html.md"""
 
@@ -15,4 +15,147 @@ from .scorecam import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = []
+__all__ = ['MaskedCAM', 'AblationCAM', 'SSCAM', 'ISCAM']
+
+# %% ../nbs/02b_masked.ipynb #0b364d43
+def _by_item(I, J, n, bs):
+    "The jobs `(I, J)` padded so that each batch of `bs` rows holds one item's (an item's last job repeats)"
+    per = [J[I==i] for i in range(n)]
+    J = torch.cat([o[torch.arange(-(-len(o)//bs)*bs, device=o.device).clamp_max(len(o)-1)] for o in per])
+    return torch.cat([torch.full((-(-len(o)//bs)*bs,), i, device=J.device) for i,o in enumerate(per)]),J
+
+def _reader(idx, I, fn, n, dtype):
+    "`read(sl, out)` for `batched_forward`: the target score of each row (a callable target reads rounds of `n` rows)"
+    def _read(sl, out):
+        if fn is None: return out.float().gather(1, idx[I[sl]][:,None])[:,0].to(dtype)
+        r = sl.stop-sl.start
+        return torch.cat([target_scores(fn, output_rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(dtype)
+    return _read
+
+_seg_msg = ("{name} scores masked copies by one logit per item, and this model's output {shape} is a segmentation map: "
+            "use a gradient method (`gradcam`, `hirescam`, `layercam`...), or pass `target=f` with `f(output)` "
+            "returning one score per item.")
+
+class MaskedCAM(CAMMethod):
+    "What the masked-forward methods share: options, the capture, the channels each item scores, ReLU(Σ_k w_k·A_k)"
+    needs_grad,supports_all = False,False
+    def scores(self, m, xb, l, raw, a, c, chans, fn, o): raise NotImplementedError
+    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None, **kwargs):
+        self.check_target(target)
+        o = {k:ifnone(kwargs.get(k), getattr(self, k)) for k in self.options if k!='fuse'}
+        if o['select'] not in ('taylor','variance','gradcam'):
+            raise CAMError(f"`select` must be one of 'taylor', 'variance', 'gradcam', got {o['select']!r}.")
+        ls = resolve_layer(m, layer, xb)
+        ls = ls if isinstance(ls, list) else [ls]
+        kmax,sel = o['max_channels'],o['select']
+        c = capture(m, xb, ls, target, vocab, grad=kmax is not None and sel=='gradcam',
+                    input_grad=kmax is not None and sel=='taylor')
+        fn = target if is_custom(target) else None
+        if fn is None and isinstance(c.out, Tensor) and c.out.ndim==4:
+            raise TargetError(_seg_msg.format(name=type(self).__name__, shape=tuple(c.out.shape)))
+        maps = []
+        for l,raw,a,g in zip(ls, c.acts, *feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape)):
+            n,k = a.shape[:2]
+            with no_autocast(xb): info = None if kmax is None or kmax>=k else channel_info(sel, a, g, c.xgrad, xb)
+            # each item's channels: all, or its `max_channels` likeliest to score high (the others weigh 0)
+            chans = [torch.arange(k, device=a.device) if info is None else info[i].topk(kmax).indices for i in range(n)]
+            w = self.scores(as_model(m), xb, l, raw, a, c, chans, fn, o)
+            with no_autocast(a): maps.append(F.relu(torch.einsum('nk,nkhw->nhw', w, a)))
+        return fuse_maps(maps, fuse).float(), c.out  # float32 for a float64 model too
+
+def _bar(bar, n_batches): return bar or (bar is None and n_batches>=20)
+
+
+# %% ../nbs/02b_masked.ipynb #09cc2211
+def _channel_dim(raw, a, l):
+    "The dimension of the layer's output `raw` that holds the `k` channels of its map `a` `[n,k,h,w]`"
+    if isinstance(raw, Tensor) and raw.shape==a.shape: return 1
+    if isinstance(raw, Tensor) and raw.ndim in (3,4) and raw.shape[-1]==a.shape[1]: return raw.ndim-1  # tokens, NHWC
+    raise LayerError(f"Ablation-CAM zeroes channels of the layer's output, and the output of {type(l).__name__} "
+                     f"({type(raw).__name__}) is not a `[n,k,h,w]`, `[n,h,w,k]` or token tensor: pick a layer that "
+                     "outputs one, such as a conv block.")
+
+class AblationCAM(MaskedCAM):
+    "Ablation-CAM, Desai & Ramaswamy 2020: w_k = (y - y_k)/y, `y_k` the score with channel k of the layer zeroed"
+    name,aliases = 'ablationcam',('ablation',)
+    options = ('bs','max_channels','select','bar','fuse')
+    def __init__(self, bs=32, max_channels=None, select='taylor', bar=None): store_attr()
+
+    def scores(self, m, xb, l, raw, a, c, chans, fn, o):
+        "The weights `[n,k]`: the target's relative drop when each channel is zeroed (0 for channels not ablated)"
+        (n,k),bs,dim = a.shape[:2],o['bs'],_channel_dim(raw, a, l)
+        y = target_scores(fn, c.out)[0] if fn is not None else c.out.float().gather(1, c.idx[:,None])[:,0]
+        y = y.to(a.dtype)
+        I,J,step = mask_jobs(chans, torch.zeros(n, k, dtype=torch.bool, device=a.device), k, n, fn, bs)
+        def _run(short):
+            # `short`: the layers before `l` run on the item alone, their output replaced by its ablated copies
+            I_,J_ = _by_item(I, J, n, step) if short else (I,J)
+            cur = {}
+            def _make(sl):
+                cur['sl'] = sl
+                return xb[I_[sl.start]][None] if short else xb[I_[sl]]
+            def _ablate(mod, inp, out):
+                sl = cur['sl']
+                r = raw[I_[sl]].to(out.dtype)  # a copy
+                r.movedim(dim, 1)[torch.arange(len(r), device=r.device), J_[sl]] = 0
+                return r
+            h = l.register_forward_hook(_ablate)
+            try:
+                s = batched_forward(m, _make, len(I_), step, _reader(c.idx, I_, fn, n, a.dtype),
+                                    _bar(o['bar'], -(-len(I_)//step)))
+            finally: h.remove()
+            return I_,J_,s
+        try: I_,J_,s = _run(fn is None)
+        except ModelError: I_,J_,s = _run(False)  # the model mixes the two batches: run it whole
+        w = a.new_zeros(n, k)
+        w[I_,J_] = (y[I_]-s)/y[I_].where(y[I_]!=0, torch.finfo(a.dtype).tiny)
+        return w
+
+
+# %% ../nbs/02b_masked.ipynb #f90a166e
+class _SampledCAM(MaskedCAM):
+    "Score-CAM with `n_samples` perturbed copies of each channel's mask: softmax of the mean scores"
+    def perturb(self, mk, S, J, o): raise NotImplementedError
+    def scores(self, m, xb, l, raw, a, c, chans, fn, o):
+        "The weights `[n,k]`: the softmax of each item's mean score over the samples of its channels' masks"
+        (n,k),(H,W),N = a.shape[:2],xb.shape[-2:],o['n_samples']
+        masks = channel_masks(a)
+        const = torch.zeros(n, k, dtype=torch.bool, device=a.device)
+        I,J,step = mask_jobs(chans, const, k, n, fn, o['bs'])
+        # sample-major rows: each sample repeats the jobs' layout
+        S,I,J = torch.arange(N, device=a.device).repeat_interleave(len(I)),I.repeat(N),J.repeat(N)
+        def _make(sl):
+            mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False)
+            return (xb if n==1 else xb[I[sl]])*self.perturb(mk, S[sl], J[sl], o).to(xb.dtype)
+        s = batched_forward(m, _make, len(I), step, _reader(c.idx, I, fn, n, a.dtype), _bar(o['bar'], -(-len(I)//step)))
+        # the mean over the samples (a callable target's layout may repeat a job: the mean counts it as often)
+        tot,cnt = a.new_zeros(n, k+1),a.new_zeros(n, k+1)
+        tot.index_put_((I,J), s, accumulate=True); cnt.index_put_((I,J), torch.ones_like(s), accumulate=True)
+        return softmax_weights(tot/cnt.clamp_min(1), chans, const, o['fill'])
+
+class SSCAM(_SampledCAM):
+    "SS-CAM, Wang et al. 2020 (arXiv:2006.14255): Score-CAM over masks with Gaussian noise, `noise` of std `std`"
+    name,aliases = 'sscam',('smoothscorecam',)
+    options = ('bs','n_samples','std','seed','max_channels','select','fill','bar','fuse')
+    def __init__(self, bs=32, n_samples=35, std=2., seed=0, max_channels=None, select='taylor', fill='min', bar=None):
+        store_attr()
+    def noise(self, s, j, hw, std=None, seed=None, device=None):
+        "The noise `[H,W]` added to channel `j`'s upsampled mask in sample `s`: the same for every item and batch"
+        g = torch.Generator(device=device).manual_seed(((ifnone(seed, self.seed)*1_000_003+s)*1_000_003+j) % 2**63)
+        return torch.randn(*hw, generator=g, device=device)*ifnone(std, self.std)
+    def perturb(self, mk, S, J, o):
+        if not o['std']: return mk
+        z = torch.stack([self.noise(s, j, mk.shape[-2:], o['std'], o['seed'], mk.device)
+                         for s,j in zip(S.tolist(), J.tolist())])
+        return mk+z[:,None].to(mk.dtype)
+
+class ISCAM(_SampledCAM):
+    "IS-CAM, Naidu et al. 2020 (arXiv:2010.03023): Score-CAM over masks scaled by the integration coefficients"
+    name,aliases = 'iscam',('integratedscorecam',)
+    options = ('bs','n_samples','max_channels','select','fill','bar','fuse')
+    def __init__(self, bs=32, n_samples=10, max_channels=None, select='taylor', fill='min', bar=None): store_attr()
+    def perturb(self, mk, S, J, o):
+        # sample s scales the mask by Σ_{i≤s+1} i/N = (s+1)(s+2)/2N, as torchcam accumulates it
+        N = o['n_samples']
+        return mk*((S+1)*(S+2)/(2*N)).to(mk.dtype)[:,None,None,None]
+

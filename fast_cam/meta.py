@@ -1,4 +1,4 @@
-"""Methods built on other methods: a map against reference classes, products and fusions over layers, and scale-and-slide smoothing.
+"""Methods built on other methods: maps against reference classes, fusions over layers, scale-and-slide smoothing.
 
 Docs: https://fast-cam.github.io/fast_cam/meta.html.md"""
 
@@ -14,4 +14,233 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = []
+__all__ = ['MetaMethod', 'layer_maps', 'stage_layers', 'meta_layers', 'check_base', 'finer_target', 'FinerCAM', 'RefineCAM',
+           'LayerCAMFused', 'window_starts', 'sess_patches', 'scale01', 'gaussian_blur', 'SESS']
+
+# %% ../nbs/02d_meta.ipynb #d3f19278
+class MetaMethod(CAMMethod):
+    "A method built on another one, `base`: it runs the base method's capture and weighting, and combines their maps"
+    supports_all = False
+    def __init__(self, base='gradcam'): self.base = base
+
+
+# %% ../nbs/02d_meta.ipynb #b8c7a840
+def layer_maps(meth, # The base `CAMMethod`
+               m, xb, target=None, ls=(), vocab=None, **opts):
+    "Maps `[n,h,w]` of `meth` at each layer of `ls` (one capture for a method that only weights what it captures), and the output"
+    if type(meth).compute is CAMMethod.compute:
+        meth.check_target(target)
+        c = capture(m, xb, ls, target, vocab, grad=meth.needs_grad)
+        with no_autocast(xb):
+            fm = feature_maps(m, ls, c, meth.name, xb.shape[-2:], opts.get('reshape'))
+            return [meth.combine(a, g).float() for a,g in zip(*fm)],c.out
+    res = [meth.compute(m, xb, target, l, vocab, **opts) for l in ls]
+    return [r[0] for r in res],res[0][1]
+
+def stage_layers(m, xb, n=3):
+    "The last module of each of the last `n` map resolutions of `m`'s body: the ends of its last `n` stages"
+    body = m[0] if is_body_head(m) else m
+    mods = layer_candidates(body)
+    hw = tuple(xb.shape[-2:])
+    runs = sorted((k,i,map_side(s, hw)) for i,(s,k) in enumerate(dry_run(m, mods, xb)) if k is not None)
+    ends = [(i,sd) for (k,i,sd),nxt in zip(runs, runs[1:]+[(None,None,-1)]) if sd and sd!=nxt[2]]
+    if not ends: raise LayerError("No stage of this model gives a spatial map: pass `layer=[...]` (see `arch_summary`).")
+    return [mods[i] for i,_ in ends[-n:]]
+
+def meta_layers(m, xb, layer, n=3):
+    "The layers of a multi-layer method: those of `layer` (a list), or the ends of the last `n` stages for `None`"
+    if layer is None: return stage_layers(m, xb, n)
+    ls = resolve_layer(m, layer, xb)
+    return ls if isinstance(ls, list) else [ls]
+
+def check_base(base, name, grad=False):
+    "The base method of a meta-method `name`, checked: a CAM method (with gradients if `grad`), not a meta-method"
+    b = get_method(base)
+    if b.guided or not b.has_layer or isinstance(b, MetaMethod) or (grad and not b.needs_grad):
+        kind = 'gradient CAM method' if grad else 'CAM method with a layer'
+        raise CAMError(f"{name}: `base` must be a {kind} (e.g. 'gradcam', 'layercam'), got {b.name!r}: pass another.")
+    return b
+
+
+# %% ../nbs/02d_meta.ipynb #48001a89
+_weightings = ('mean','softmax')
+
+def finer_target(target=None, # The class to explain: None (predicted), an index or label, one per item
+                 vocab=None, # Class labels, to read a label `target`
+                 gamma=0.6, # Comparison strength γ: 0 is the base method's own map
+                 n_ref=3, # How many reference classes: those whose logits are nearest the target's
+                 ref=None, # The reference classes instead: an index, a list, or one list per item
+                 weighting='mean' # 'mean': y_c - γ·mean y_d (paper); 'softmax': pytorch-grad-cam's weighting
+                ):
+    "A callable target `f(output) -> scores[n]`: the target's logit against those of its reference classes"
+    if weighting not in _weightings:
+        raise CAMError(f"`weighting` must be one of {', '.join(map(repr, _weightings))}, got {weighting!r}.")
+    def _f(out):
+        if not (isinstance(out, Tensor) and out.ndim==2 and out.shape[1]>=2):
+            raise TargetError("Finer-CAM compares the target's logit with other classes' logits: the model must return "
+                              "[n, classes] scores with at least 2 classes; use the base method for this model.")
+        n,C = out.shape
+        c = resolve_target(target, out, vocab)
+        y = out.float()
+        yc = y.gather(1, c[:,None])
+        if ref is None:
+            d = (y.detach()-yc.detach()).abs().scatter(1, c[:,None], float('inf'))
+            r = d.topk(min(n_ref, C-1), 1, largest=False).indices  # the nearest logits first
+        else:
+            r = torch.as_tensor(ref, device=out.device).long()
+            r = r.reshape(1, -1).expand(n, -1) if r.ndim<2 else r
+            if len(r)!=n: raise TargetError(f"`ref` has {len(r)} rows for {n} images: pass one list of classes per image.")
+            if (r<0).any() or (r>=C).any() or (r==c[:,None]).any():
+                raise TargetError(f"`ref` must hold classes in [0, {C}) other than the target: pass other classes.")
+        yd = y.gather(1, r)
+        if weighting=='mean': return (yc - gamma*yd.mean(1, keepdim=True))[:,0]
+        # pytorch-grad-cam: Σ_d p_d·(y_c - γ·y_d) / Σ_d p_d with the softmax probabilities p (not detached)
+        p = y.softmax(1).gather(1, r)
+        return ((p*(yc - gamma*yd)).sum(1) / (p.sum(1)+1e-9))
+    return _f
+
+class FinerCAM(MetaMethod):
+    "Finer-CAM, Zhang et al. 2025 (arXiv:2501.11309): the base method's map of y_c - γ·mean_d y_d over similar classes d"
+    name,aliases = 'finercam',('finer',)
+    options = ('base','gamma','n_ref','ref','weighting','fuse')
+    supports_all = False
+    def compute(self, m, xb, target=None, layer=None, vocab=None, base=None, gamma=0.6, n_ref=3, ref=None,
+                weighting='mean', **opts):
+        self.check_target(target)
+        if is_custom(target): raise TargetError("Finer-CAM builds its own score from a class target: pass a class, "
+                                                "or use the base method with your callable target.")
+        b = check_base(ifnone(base, self.base), self.name, grad=True)
+        return b.compute(m, xb, finer_target(target, vocab, gamma, n_ref, ref, weighting), layer, vocab, **opts)
+
+
+# %% ../nbs/02d_meta.ipynb #91a31d02
+class RefineCAM(MetaMethod):
+    "RefineCAM: the product of the base method's min-max scaled maps of several layers, upsampled to the largest"
+    name = 'refinecam'
+    options = ('base','n_layers','bs','bar','max_channels')
+    def __init__(self, base='gradcampp'): self.base = base
+    def compute(self, m, xb, target=None, layer=None, vocab=None, base=None, n_layers=3, **opts):
+        self.check_target(target)
+        b = check_base(ifnone(base, self.base), self.name)
+        maps,out = layer_maps(b, m, xb, target, meta_layers(m, xb, layer, n_layers), vocab, **opts)
+        sz = max((o.shape[-2:] for o in maps), key=lambda s: s[0]*s[1])
+        # each map scaled to [0,1] at its own resolution (torchcam's `_normalize`), then upsampled and multiplied
+        ups = [upsample(min_max_scale(o, 1e-8), sz) for o in maps]
+        return torch.stack(ups).prod(0),out
+
+
+# %% ../nbs/02d_meta.ipynb #573996e0
+class LayerCAMFused(MetaMethod):
+    "LayerCAM's multi-layer fusion (Jiang et al. 2021, eq. 9): the max over layers of tanh(γ·M_l/max M_l), upsampled"
+    name,aliases = 'layercam_fused',('layercamfused',)
+    options = ('gamma','norm','n_layers')
+    def __init__(self): self.base = 'layercam'
+    def compute(self, m, xb, target=None, layer=None, vocab=None, gamma=2., norm='max', n_layers=3, reshape=None):
+        self.check_target(target)
+        if norm not in ('max','minmax'): raise CAMError(f"`norm` must be 'max' or 'minmax', got {norm!r}.")
+        opts = {} if reshape is None else {'reshape': reshape}
+        maps,out = layer_maps(get_method('layercam'), m, xb, target, meta_layers(m, xb, layer, n_layers), vocab, **opts)
+        # eq. 9 divides by the max; torchcam min-max scales first (the same for a map whose minimum is 0)
+        sc = [min_max_scale(o, 1e-8) if norm=='minmax' else o/o.amax((-2,-1), keepdim=True).clamp_min(1e-8)
+              for o in maps]
+        sz = max((o.shape[-2:] for o in sc), key=lambda s: s[0]*s[1])
+        return torch.stack([upsample(torch.tanh(gamma*o), sz) for o in sc]).amax(0),out
+
+
+# %% ../nbs/02d_meta.ipynb #52281389
+def window_starts(length, step, window):
+    "Starts of the windows of size `window` every `step` along `length`; the last is shifted back inside"
+    res = []
+    for s in range(0, length, step):
+        if s+window>=length: res.append(max(length-window, 0)); break
+        res.append(s)
+    return res
+
+def sess_patches(xb, scales, window, step):
+    "Patches `[n,P,c,window,window]` of `xb` resized (shorter side) to each scale, and each patch's `(scale, y, x, H, W)`"
+    H,W = xb.shape[-2:]
+    ps,where = [],[]
+    for s in scales:
+        if s<window: raise CAMError(f"SESS: every scale must be at least the window ({window}), got {s}: pass larger scales.")
+        sh,sw = (int(s*H/W), s) if H>W else (s, int(s*W/H))
+        x = F.interpolate(xb.float(), size=(sh,sw), mode='bilinear', align_corners=False).to(xb.dtype)
+        for y0 in window_starts(sh, step, window):
+            for x0 in window_starts(sw, step, window):
+                ps.append(x[..., y0:y0+window, x0:x0+window]); where.append((s,y0,x0,sh,sw))
+    return torch.stack(ps, 1),where
+
+def scale01(maps, eps=1e-7):
+    "Maps `[n,h,w]` shifted to a minimum of 0 and divided by their maximum plus `eps`"
+    o = maps - maps.amin((-2,-1), keepdim=True)
+    return o/(o.amax((-2,-1), keepdim=True)+eps)
+
+def gaussian_blur(maps, k=11, sigma=5.):
+    "Maps `[n,h,w]` blurred with a `k`×`k` Gaussian, borders reflected (OpenCV's `GaussianBlur` default)"
+    g = torch.exp(-(torch.arange(k, device=maps.device, dtype=maps.dtype)-(k-1)/2)**2/(2*sigma**2))
+    g = g/g.sum()
+    p = k//2
+    mode = 'reflect' if min(maps.shape[-2:])>p else 'replicate'
+    x = F.pad(maps[:,None], (p,p,p,p), mode=mode)
+    return F.conv2d(F.conv2d(x, g.view(1,1,1,k)), g.view(1,1,k,1))[:,0]
+
+
+# %% ../nbs/02d_meta.ipynb #fae2e719
+class SESS(MetaMethod):
+    "SESS, Tyagi et al. 2022 (arXiv:2207.01769): the base method on multi-scale sliding patches, score-weighted and fused"
+    name = 'sess'
+    options = ('base','scales','n_scales','scale_step','window','step','pre_filter','theta','pool','smooth','softmax',
+               'bs','fuse')
+    def compute(self, m, xb, target=None, layer=None, vocab=None, base=None, scales=None, n_scales=3, scale_step=2/7,
+                window=None, step=None, pre_filter=0., theta=0., pool='mean', smooth=True, softmax=True, bs=32,
+                **opts):
+        self.check_target(target)
+        if pool not in ('mean','max'): raise CAMError(f"`pool` must be 'mean' or 'max', got {pool!r}.")
+        if not 0<=pre_filter<1: raise CAMError(f"`pre_filter` must be in [0, 1), got {pre_filter!r}.")
+        b = check_base(ifnone(base, self.base), self.name)
+        m,(n,H,W) = as_model(m),(len(xb),*xb.shape[-2:])
+        window = ifnone(window, min(H,W)); step = ifnone(step, window)
+        scales = ifnone(scales, [window + round(window*scale_step)*i for i in range(n_scales)])
+        with ModelState(m), torch.no_grad(): out = run_model(m, xb)
+        # the target is resolved once, on the whole image, and explained in every patch
+        fn = target if is_custom(target) else None
+        c = None if fn else resolve_target(target, out, vocab)
+        ps,where = sess_patches(xb, scales, window, step)
+        P = ps.shape[1]
+        flat = ps.flatten(0,1)
+        ci = None if fn else c.repeat_interleave(P)
+        def _read(sl, o):
+            s = fn(o) if fn else (o.float().softmax(1) if softmax else o.float()).gather(1, ci[sl,None])[:,0]
+            return s.float()
+        scores = batched_forward(m, lambda sl: flat[sl], len(flat), bs, _read).view(n, P).clamp_min(0)
+        # pre-filtering: the patches of lowest score are dropped; calibration: the others weighted by score/max score
+        keep = scores.argsort(1)[:, int(P*pre_filter):]
+        top = scores.gather(1, keep[:,-1:])
+        w = torch.where(top>0, scores.gather(1, keep)/top.clamp_min(1e-30), torch.ones_like(top))
+        I = torch.arange(n, device=xb.device)[:,None].expand_as(keep).flatten()
+        J = keep.flatten()
+        cams = []
+        for i in range(0, len(I), bs):
+            sl = slice(i, i+bs)
+            t = (lambda o, f=fn: f(o)) if fn else c[I[sl]]
+            mp = b.compute(m, ps[I[sl],J[sl]], t, layer, vocab, **b.quiet(), **opts)[0]
+            cams.append(scale01(upsample(scale01(mp), window)))  # as pytorch-grad-cam scales each patch map
+        cams = torch.cat(cams)*w.flatten()[:,None,None]
+        return self._fuse(cams, I, J, where, n, (H,W), pool, theta, smooth),out
+
+    def _fuse(self, cams, I, J, where, n, hw, pool, theta, smooth):
+        "Each patch map pasted back where it was taken, resized to the image, and averaged (or maxed) over patches"
+        tot = cams.new_zeros(n, *hw); cnt = cams.new_zeros(n, *hw)
+        for k,(s,y0,x0,sh,sw) in enumerate(where):
+            sel = (J==k).nonzero()[:,0]
+            if not len(sel): continue
+            cv = cams.new_zeros(len(sel), sh, sw)
+            cv[:, y0:y0+cams.shape[-2], x0:x0+cams.shape[-1]] = cams[sel]
+            cv = upsample(cv, hw) if (sh,sw)!=tuple(hw) else cv
+            if pool=='max': tot[I[sel]] = torch.maximum(tot[I[sel]], cv)
+            else:
+                mk = cv>theta
+                tot.index_put_((I[sel],), torch.where(mk, cv, 0.), accumulate=True)
+                cnt.index_put_((I[sel],), mk.float(), accumulate=True)
+        res = tot if pool=='max' else torch.where(cnt>0, tot/cnt.clamp_min(1), 0.)
+        return (gaussian_blur(res) if smooth else res).float()
+

@@ -14,8 +14,9 @@ from .layers import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['method_modules', 'methods', 'feature_maps', 'fuse_maps', 'MethodRegistry', 'CAMMethod', 'GradCAM', 'GradCAMpp',
-           'XGradCAM', 'LayerCAM', 'HiResCAM', 'EigenCAM', 'head_weights', 'CAM', 'get_method']
+__all__ = ['method_modules', 'methods', 'feature_maps', 'fuse_maps', 'first_component', 'kernel_component', 'MethodRegistry',
+           'CAMMethod', 'GradCAM', 'GradCAMpp', 'XGradCAM', 'LayerCAM', 'HiResCAM', 'GradCAMElementWise', 'EigenCAM',
+           'EigenGradCAM', 'FEM', 'KPCACAM', 'RandomCAM', 'SmoothGradCAMpp', 'head_weights', 'CAM', 'get_method']
 
 # %% ../nbs/02_methods.ipynb #3c04919c
 def feature_maps(m, ls, c, name, hw=None, reshape=None):
@@ -42,6 +43,45 @@ def fuse_maps(maps, fuse='max'):
     sz = max((o.shape[-2:] for o in maps), key=lambda s: s[0]*s[1])
     ups = torch.stack([o if o.shape[-2:]==sz else upsample(o, sz) for o in maps])
     return ups.amax(0) if fuse=='max' else ups.mean(0)
+
+# %% ../nbs/02_methods.ipynb #0674bb39
+def _centred(x, name):
+    "The features `[n,k,h,w]` as `[n, positions, channels]`, centred over positions; NaN or inf refused"
+    # the SVD of NaN or inf has no answer (torch raises a bare `LinAlgError`); the input was checked, so the model made them
+    if not torch.isfinite(x).all():
+        raise CAMError(f"{name}: the layer's activations (or their weighted products) hold NaN or infinite values, "
+                       "so they have no principal component. The model produces them from a finite input: "
+                       "check its weights (e.g. after a diverged training), or pick an earlier layer.")
+    r = x.flatten(2).transpose(1,2)
+    return r - r.mean(1, keepdim=True)
+
+def _oriented(p, x):
+    "The projections `p` `[n, positions]` of the features `x` times ±1: correlating positively with their channel sum"
+    n,k,h,w = x.shape
+    ref = x.sum(1).flatten(1); ref = ref - ref.mean(1, keepdim=True)
+    return (p*torch.where((p*ref).sum(1, keepdim=True)<0, -1., 1.).to(p)).reshape(n,h,w)
+
+def first_component(x, name='Eigen-CAM'):
+    "Projection `[n,h,w]` of the features `x` `[n,k,h,w]`, centred, on their first principal component, oriented"
+    r = _centred(x, name)
+    v = torch.linalg.svd(r, full_matrices=False).Vh[:,0]  # first right singular vector per item
+    return _oriented((r @ v[...,None])[...,0], x)
+
+_kernels = {'sigmoid': lambda G,d,g: torch.tanh(g*G + 1), 'poly': lambda G,d,g: (g*G + 1)**3, 'linear': lambda G,d,g: G,
+            'rbf': lambda G,d,g: torch.exp(-g*(d[:,:,None] + d[:,None] - 2*G).clamp_min(0))}
+
+def kernel_component(x, kernel='sigmoid', gamma=None, name='KPCA-CAM'):
+    "Projection `[n,h,w]` of the centred features `x` `[n,k,h,w]` on their first kernel principal component, oriented"
+    # the kernels and defaults of scikit-learn's `KernelPCA`: gamma = 1/channels, coef0 = 1, degree 3
+    if kernel not in _kernels:
+        raise CAMError(f"{name}: unknown kernel {kernel!r}; pick one of {', '.join(map(repr, _kernels))}.")
+    r = _centred(x.double(), name)  # in float64: the top eigenvector of a kernel matrix is sensitive to rounding
+    G = r @ r.transpose(1,2)
+    K = _kernels[kernel](G, G.diagonal(dim1=1, dim2=2), ifnone(gamma, 1/x.shape[1]))
+    K = K - K.mean(1, keepdim=True) - K.mean(2, keepdim=True) + K.mean((1,2), keepdim=True)  # centred in feature space
+    val,vec = torch.linalg.eigh(K)  # ascending eigenvalues
+    return _oriented(vec[...,-1]*val[...,-1:].clamp_min(0).sqrt(), x.double()).to(x.dtype)
+
 
 # %% ../nbs/02_methods.ipynb #a06070d9
 # the modules whose `CAMMethod`s register themselves on import (see `__init_subclass__`)
@@ -72,7 +112,7 @@ class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
     name,needs_grad,relu = None,True,True
     aliases = ()          # other names `get_method` knows it by (`name` without underscores is one)
-    options = ('fuse',)   # the keyword options of `compute` beyond those of every method
+    options = ('fuse','eigen_smooth')   # the keyword options of `compute` beyond those of every method
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not cls.__dict__.get('name'): return
@@ -83,12 +123,24 @@ class CAMMethod:
         return {'bar': False} if 'bar' in self.options else {}
     guided = False        # maps are input-space images `[n,c,H,W]` (guided backprop), drawn with `show_guided`
     has_layer = True      # the method reads a layer's activations (`layer=` means something)
+    default_layer = None  # the layer for `layer=None`: None is `cam_layer`'s automatic choice
     supports_all = True   # target='all' gives `[n,C,h,w]` in one call
     def weights(self, acts, grads): raise NotImplementedError
-    def combine(self, acts, grads):
-        "Map `[n,h,w]` from one layer's activations and gradients"
-        mp = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads), acts)
+    def weighted(self, acts, grads, **opts):
+        "The weighted activations `[n,k,h,w]` whose channel sum is the map: `weights` per channel unless overridden"
+        return self.weights(acts, grads, **opts)[:,:,None,None]*acts
+    def combine(self, acts, grads, eigen_smooth=False, **opts):
+        "Map `[n,h,w]` from one layer: the channel sum of `weighted`, or its first principal component (`eigen_smooth`)"
+        if eigen_smooth: mp = first_component(self.weighted(acts, grads, **opts), self.name)
+        elif type(self).weighted is CAMMethod.weighted:  # channel weights: the sum without the `[n,k,h,w]` product
+            mp = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads, **opts), acts)
+        else: mp = self.weighted(acts, grads, **opts).sum(1)
         return F.relu(mp) if self.relu else mp
+    def check_options(self, opts):
+        "Raise a `CAMError` for a keyword option this method does not take"
+        bad = [k for k in opts if k not in self.options]
+        if bad: raise CAMError(f"{self.name} takes no option {bad[0]!r}; its options are "
+                               f"{', '.join(self.options) or 'none'}: drop it or pick a method that has it.")
     def check_target(self, target):
         "Raise a `TargetError` for a target this method cannot explain"
         if is_all(target) and not self.supports_all:
@@ -97,9 +149,11 @@ class CAMMethod:
             raise TargetError(f"target='all' (one map per class) is supported by {ok}; "
                               f"{self.name} explains one target per item: loop over the classes, "
                               f"e.g. `[learn.heatmap(x, {self.name!r}, target=c) for c in range(n_classes)]`.")
-    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None):
+    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None, **opts):
         "Maps `[n,h,w]` (`[n,C,h,w]` for `target='all'`, float32) and the model's output for the batch `xb`"
-        # several layers give one fused map; `reshape` reads other layouts (see `to_spatial`)
+        # several layers give one fused map; `reshape` reads other layouts (see `to_spatial`);
+        # `opts` are the method's own `options` (e.g. `eigen_smooth`), passed to `combine`
+        self.check_options(opts)
         self.check_target(target)
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
@@ -111,7 +165,7 @@ class CAMMethod:
             c.acts,c.grads = [a.expand(C,*a.shape).flatten(0,1) for a in c.acts],[g.flatten(0,1) for g in c.grads]
         # the model ran under the user's autocast (if any); the weighting and the sum run in float32
         with no_autocast(xb):
-            maps = [self.combine(a, g) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape))]
+            maps = [self.combine(a, g, **opts) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape))]
             res = fuse_maps(maps, fuse).float()  # float32 for a float64 model too
             return (res.unflatten(0, (-1,n)).transpose(0,1) if is_all(target) else res), c.out
     def __repr__(self): return f"{type(self).__name__}()"
@@ -127,12 +181,13 @@ class GradCAM(CAMMethod):
 class GradCAMpp(CAMMethod):
     "Grad-CAM++, Chattopadhyay et al. 2018 (arXiv:1710.11063)"
     name,aliases = 'gradcampp',('gradcamplusplus',)
-    def weights(self, acts, grads):
-        g2 = grads.pow(2)
-        den = 2*g2 + acts.sum((2,3), keepdim=True)*g2*grads  # eq. 19, as written: no epsilon
-        ok = (grads!=0) & (den!=0)
+    def weights(self, acts, grads): return self.moment_weights(acts, grads, grads.pow(2), grads.pow(3))
+    def moment_weights(self, acts, g, g2, g3):
+        "Channel weights `[n,k]` from the gradients `g` and the terms `g2`, `g3` of eq. 19 (g², g³ for one image)"
+        den = 2*g2 + acts.sum((2,3), keepdim=True)*g3  # eq. 19, as written: no epsilon
+        ok = (g2!=0) & (den!=0)
         alpha = torch.where(ok, g2/torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(g2))
-        return (alpha*F.relu(grads)).sum((2,3))  # eq. 10
+        return (alpha*F.relu(g)).sum((2,3))  # eq. 10
 
 # %% ../nbs/02_methods.ipynb #e7b2dfc5
 class XGradCAM(CAMMethod):
@@ -148,33 +203,90 @@ class XGradCAM(CAMMethod):
 class LayerCAM(CAMMethod):
     "LayerCAM, Jiang et al. 2021: ReLU(Σ_k ReLU(g_k)·A_k) position by position"
     name = 'layercam'
-    def combine(self, acts, grads): return F.relu((F.relu(grads)*acts).sum(1))  # eq. 5
+    def weighted(self, acts, grads): return F.relu(grads)*acts  # eq. 5
 
 class HiResCAM(CAMMethod):
     "HiResCAM, Draelos & Carin 2020 (arXiv:2011.08891): ReLU(Σ_k g_k·A_k) position by position"
     name = 'hirescam'
-    def combine(self, acts, grads): return F.relu((grads*acts).sum(1))
+    def weighted(self, acts, grads): return grads*acts
+
+# %% ../nbs/02_methods.ipynb #506ae397
+class GradCAMElementWise(CAMMethod):
+    "Grad-CAM element-wise (pytorch-grad-cam): ReLU(Σ_k ReLU(g_k·A_k)) position by position"
+    name = 'gradcam_elementwise'
+    def weighted(self, acts, grads): return F.relu(grads*acts)
+
 
 # %% ../nbs/02_methods.ipynb #738cbe14
 class EigenCAM(CAMMethod):
     "Eigen-CAM, Muhammad & Yeasin 2020 (arXiv:2008.00299): first principal component of the activations, class-agnostic"
     name,needs_grad,supports_all = 'eigencam',False,False  # class-agnostic: one map per item whatever the target
-    def combine(self, acts, grads=None):
-        n,k,h,w = acts.shape
-        # the SVD of NaN or inf has no answer (torch raises a bare `LinAlgError`);
-        # the input was checked, so the model made them
-        if not torch.isfinite(acts).all():
-            raise CAMError("Eigen-CAM: the layer's activations hold NaN or infinite values, "
-                           "so they have no principal component. The model produces them from a finite input: "
-                           "check its weights (e.g. after a diverged training), or pick an earlier layer.")
-        r = acts.flatten(2).transpose(1,2)             # [n, positions, channels]
-        r = r - r.mean(1, keepdim=True)
-        v = torch.linalg.svd(r, full_matrices=False).Vh[:,0]    # first right singular vector per item
-        p = (r @ v[...,None])[...,0]                   # projection of each position
-        ref = acts.sum(1).flatten(1); ref = ref - ref.mean(1, keepdim=True)
-        sign = torch.where((p*ref).sum(1)<0, -1., 1.)  # orient the component along the channel sum
-        return F.relu(p*sign[:,None]).reshape(n,h,w)
+    options = ('fuse',)  # the map is a principal component already: no `eigen_smooth`
+    def combine(self, acts, grads=None): return F.relu(first_component(acts, 'Eigen-CAM'))
 
+
+
+# %% ../nbs/02_methods.ipynb #a86d898b
+class EigenGradCAM(CAMMethod):
+    "Eigen-Grad-CAM (pytorch-grad-cam): first principal component of g·A, oriented along HiResCAM's map"
+    name,options = 'eigengradcam',('fuse',)  # a principal component already: no `eigen_smooth`
+    def combine(self, acts, grads): return F.relu(first_component(grads*acts, 'Eigen-Grad-CAM'))
+
+class FEM(CAMMethod):
+    "FEM, Fuad et al. 2020: w_k = the fraction of positions where A_k > mean_k + k·std_k; class-agnostic"
+    name,needs_grad,supports_all,options = 'fem',False,False,('fuse','k')
+    def weights(self, acts, grads=None, k=2):
+        f = acts.flatten(2)
+        th = f.mean(2, keepdim=True) + k*f.std(2, correction=0, keepdim=True)
+        return (f>th).to(acts.dtype).mean(2)
+
+class KPCACAM(CAMMethod):
+    "KPCA-CAM, Karmani et al. 2024 (arXiv:2410.00267): first kernel principal component of the activations"
+    name,needs_grad,supports_all,options = 'kpcacam',False,False,('fuse','kernel','gamma')
+    aliases = ('kpca_cam',)
+    def combine(self, acts, grads=None, kernel='sigmoid', gamma=None):
+        return F.relu(kernel_component(acts, kernel, gamma))
+
+class RandomCAM(CAMMethod):
+    "Random-CAM, a baseline: channel weights uniform in [-1, 1] drawn from `seed`, the same for every item"
+    name,needs_grad,supports_all,options = 'randomcam',False,False,('fuse','eigen_smooth','seed')
+    def weights(self, acts, grads=None, seed=0):
+        w = torch.rand(acts.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)*2 - 1
+        return w.to(acts)[None].expand(len(acts), -1)
+
+
+# %% ../nbs/02_methods.ipynb #19ab20c6
+class SmoothGradCAMpp(GradCAMpp):
+    "Smooth Grad-CAM++, Omeiza et al. 2019 (arXiv:1908.01224): Grad-CAM++ with gradient terms averaged over noisy copies"
+    name,aliases,supports_all = 'smoothgradcampp',('smoothgradcamplusplus',),False
+    options = ('fuse','eigen_smooth','n_samples','std','seed','bs')
+    def weights(self, acts, grads): return self.moment_weights(acts, *grads)  # `grads`: the averaged g, g², g³
+    def noisy(self, xb, n_samples=4, std=0.15, seed=0):
+        "Noisy copies `[n_samples,n,c,H,W]` of `xb`: one seeded draw for every item, times `std` times its value range"
+        z = torch.randn(n_samples, *xb.shape[1:], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        sd = std*(xb.flatten(1).amax(1) - xb.flatten(1).amin(1))
+        return xb + z.to(xb)[:,None]*sd[:,None,None,None]
+    def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None, eigen_smooth=False,
+                n_samples=4, std=0.15, seed=0, bs=None):
+        self.check_target(target)
+        if not isinstance(n_samples, int) or n_samples<1:
+            raise CAMError(f"`n_samples` must be a positive integer, got {n_samples!r}: pass e.g. n_samples=4.")
+        ls = resolve_layer(m, layer, xb)
+        ls,n,hw = ls if isinstance(ls, list) else [ls],len(xb),xb.shape[-2:]
+        c0 = capture(m, xb, ls, target, vocab, grad=False)  # the clean image: its activations and target classes
+        acts = feature_maps(m, ls, c0, self.name, hw, reshape)[0]
+        t,xs = (target if c0.idx is None else c0.idx),self.noisy(xb, n_samples, std, seed)
+        per,mom = max(1, ifnone(bs, n_samples*n)//n),None  # noisy copies per forward and backward
+        for i in range(0, n_samples, per):
+            x = xs[i:i+per]
+            c = capture(m, x.flatten(0,1), ls, t.repeat(len(x)) if isinstance(t, Tensor) else t, vocab)
+            gs = [g.unflatten(0, (len(x), n)).to(torch.promote_types(g.dtype, torch.float32))
+                  for g in feature_maps(m, ls, c, self.name, hw, reshape)[1]]
+            s = [[g.sum(0), g.pow(2).sum(0), g.pow(3).sum(0)] for g in gs]
+            mom = s if mom is None else [[a+b for a,b in zip(u,v)] for u,v in zip(mom, s)]
+        with no_autocast(xb):
+            maps = [self.combine(a, [o/n_samples for o in g], eigen_smooth) for a,g in zip(acts, mom)]
+            return fuse_maps(maps, fuse).float(), c0.out
 
 
 # %% ../nbs/02_methods.ipynb #b3e66f8f
@@ -211,12 +323,12 @@ def head_weights(head):
 class CAM(CAMMethod):
     "CAM, Zhou et al. 2016 (arXiv:1512.04150): M_c = Σ_k w_ck·A_k from the head's (BN-folded) linear weights, exact"
     name,needs_grad,relu,options = 'cam',False,False,()
+    default_layer = 'last'  # CAM is defined at the last layer before the pooling only
     def compute(self, m, xb, target=None, layer=None, vocab=None, reshape=None):
         if is_custom(target):
             raise TargetError("CAM needs class indices or labels as `target`, not a callable: "
                               "use Grad-CAM for custom scores.")
-        # CAM is defined at the last layer before the pooling only
-        l = resolve_layer(m, ifnone(layer, 'last'), xb)
+        l = resolve_layer(m, ifnone(layer, self.default_layer), xb)
         if isinstance(l, list):
             raise LayerError("CAM uses the one layer before the pooling; pass a single layer (or None).")
         c = capture(m, xb, [l], target, vocab, grad=False, trace=True)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from .core import *
 from .inputs import *
 from .targets import *
+from .methods import get_method
+from .learner import explain
 from fastai.vision.all import *
 
 # %% auto #0
 __all__ = ['TruthError', 'saliency', 'saliency_at', 'average_ranks', 'spearman', 'ssim', 'boxes_to_masks', 'pointing_game',
            'energy_pointing_game', 'largest_component', 'cam_to_mask', 'mask_to_box', 'cam_to_box', 'box_iou', 'auc',
-           'gaussian_blur', 'perturbation_curve', 'deletion', 'insertion', 'drop_increase']
+           'gaussian_blur', 'perturbation_curve', 'deletion', 'insertion', 'drop_increase', 'road_impute',
+           'otsu_threshold', 'removal_mask', 'perturbation_confidence', 'road', 'remove_top', 'keep_top',
+           'confidence_change', 'infidelity', 'sensitivity_max']
 
 # %% ../nbs/08_metrics.ipynb #2d25a9b6
 class TruthError(CAMError): "The masks or boxes to score maps against are missing or do not fit the items"
@@ -292,3 +296,241 @@ def drop_increase(learn_or_model, x, maps, target=None, bs=64):
 __getattr__ = moved_names(__name__, {
     **dict.fromkeys('baseline_maps trust_metrics CAMEvaluation evaluate_cams'.split(), 'evaluate'),
     **dict.fromkeys('cascade_blocks randomise_ SanityCheck sanity_check'.split(), 'sanity')})
+
+# %% ../nbs/08_metrics.ipynb #2579c912
+_NEIGHBOURS = [(-1,0,1/6),(1,0,1/6),(0,-1,1/6),(0,1,1/6),(-1,-1,1/12),(-1,1,1/12),(1,-1,1/12),(1,1,1/12)]
+
+def _road_direct(x, keep):
+    "One image `x` `[c,H,W]` (float64 numpy) imputed where `keep` `[H,W]` is False: scipy's sparse direct solve"
+    import scipy.sparse as sp, scipy.sparse.linalg as sla
+    c,H,W = x.shape
+    ys,xs = np.nonzero(~keep)
+    m = len(ys)
+    if m==0: return x
+    idx = np.full((H,W), -1); idx[ys,xs] = np.arange(m)
+    diag,b,rows,cols,vals = np.zeros(m),np.zeros((m,c)),[np.arange(m)],[np.arange(m)],[]
+    for dy,dx,w in _NEIGHBOURS:
+        y2,x2 = ys+dy,xs+dx
+        ok = (y2>=0)&(y2<H)&(x2>=0)&(x2<W)
+        r,y2,x2 = np.nonzero(ok)[0],y2[ok],x2[ok]
+        diag[r] += w
+        j = idx[y2,x2]
+        rows.append(r[j>=0]); cols.append(j[j>=0]); vals.append(np.full((j>=0).sum(), -w))
+        np.add.at(b, r[j<0], w*x[:, y2[j<0], x2[j<0]].T)  # the kept neighbours' weighted sum
+    A = sp.csc_matrix((np.concatenate([diag]+vals), (np.concatenate(rows), np.concatenate(cols))), shape=(m,m))
+    out = x.copy()
+    out[:,ys,xs] = sla.spsolve(A, b).reshape(m, c).T
+    return out
+
+def _road_cg(x, miss, tol, max_iter):
+    "The removed pixels (`miss` 1) of every image and channel of `x` at once: Jacobi-preconditioned conjugate gradients"
+    def conv(t):
+        "Each pixel's weighted sum of its 8 neighbours (zero outside the image)"
+        q = F.pad(t, (1,1,1,1))
+        e = q[...,1:-1,:-2] + q[...,1:-1,2:] + q[...,:-2,1:-1] + q[...,2:,1:-1]
+        return e/6 + (q[...,:-2,:-2] + q[...,:-2,2:] + q[...,2:,:-2] + q[...,2:,2:])/12
+    d = conv(torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device))
+    def A(u): return (d*u - conv(u))*miss
+    b = conv(x*(1-miss))*miss
+    u = torch.zeros_like(b); r = b.clone(); z = r/d; p = z.clone()
+    rz = (r*z).flatten(2).sum(2)[...,None,None]
+    bn = b.flatten(2).norm(dim=2).clamp_min(1e-30)
+    for i in range(ifnone(max_iter, x.shape[-2]*x.shape[-1])):
+        q = A(p)
+        pq = (p*q).flatten(2).sum(2)[...,None,None]
+        a = torch.where(pq>0, rz/pq.clamp_min(1e-300), 0)
+        u,r = u + a*p,r - a*q
+        if i%8==7 and (r.flatten(2).norm(dim=2)<=tol*bn).all(): break
+        z = r/d
+        rz_ = (r*z).flatten(2).sum(2)[...,None,None]
+        p = z + torch.where(rz>0, rz_/rz.clamp_min(1e-300), 0)*p
+        rz = rz_
+    return torch.where(miss.bool(), u, x)
+
+def road_impute(xb, # Images `[n,c,H,W]`
+                keep, # Boolean `[n,H,W]`: True where a pixel is kept, False where it is imputed
+                noise=0.01, # Std of the gaussian noise added to the imputed pixels (ROAD's default; 0 for none)
+                seed=0, # Seed of the noise
+                solver=None, # 'direct' (scipy, per image), 'cg' (batched in torch); None: 'direct' on the CPU, else 'cg'
+                tol=1e-7, # Relative residual at which conjugate gradients stop
+                max_iter=None # At most this many iterations of conjugate gradients; default `H*W`
+               ):
+    "ROAD's noisy linear imputation: each removed pixel the weighted mean of its 8 neighbours"
+    # the removed pixels solve the sparse system (D - W)u = b, D the neighbours' weight sums, W their weights among
+    # removed pixels, b the weighted sum of kept neighbours: symmetric positive definite if a pixel is kept (an image
+    # with none is filled with 0)
+    n,c,H,W = xb.shape
+    keep = keep.to(xb.device).bool()
+    if keep.shape!=(n,H,W): raise InputError(f"`keep` must be [n,H,W] = {(n,H,W)}; got {tuple(keep.shape)}.")
+    solver = ifnone(solver, 'direct' if xb.device.type=='cpu' else 'cg')
+    if solver not in ('direct','cg'): raise CAMError(f"`solver` must be 'direct', 'cg' or None, got {solver!r}.")
+    miss = (~keep)[:,None].expand(n,c,H,W)
+    if solver=='cg':
+        dt = torch.float32 if xb.device.type=='mps' else torch.float64
+        out = _road_cg(xb.to(dt), miss.to(dt), tol, max_iter)
+    else:
+        x,k = xb.detach().double().cpu().numpy(),keep.cpu().numpy()
+        out = torch.from_numpy(np.stack([_road_direct(x[i], k[i]) if k[i].any() else np.zeros_like(x[i])
+                                         for i in range(n)])).to(xb.device)
+    out = out.to(xb.dtype)
+    if noise:
+        g = torch.Generator(xb.device).manual_seed(seed)
+        out = out + noise*miss.to(xb.dtype)*torch.randn(out.shape, generator=g, device=xb.device, dtype=xb.dtype)
+    return out
+
+
+# %% ../nbs/08_metrics.ipynb #95c7fca2
+def otsu_threshold(maps):
+    "Otsu's threshold of each map `[n,h,w]` in [0,1] on 256 levels, as OpenCV's `THRESH_OTSU` on `uint8(map*255)`"
+    # the level in 0..255 that maximises the between-class variance; a pixel is above it when its level is greater
+    v = (saliency(maps)*255).to(torch.uint8).flatten(1).long()
+    h = torch.zeros(len(v), 256, dtype=torch.float64, device=v.device).scatter_add_(1, v, torch.ones_like(v, dtype=torch.float64))
+    p = h/v.shape[1]
+    i = torch.arange(256, dtype=torch.float64, device=v.device)
+    q1,m1 = p.cumsum(1),(i*p).cumsum(1)
+    q2,mu = 1-q1,m1[:,-1:]
+    eps = torch.finfo(torch.float32).eps
+    ok = (torch.minimum(q1,q2)>=eps) & (torch.maximum(q1,q2)<=1-eps)
+    mu1,mu2 = m1/q1.clamp_min(1e-300),(mu-m1)/q2.clamp_min(1e-300)
+    s = torch.where(ok, q1*q2*(mu1-mu2)**2, 0)
+    return torch.where(s.amax(1)>0, s.argmax(1), 0)
+
+def removal_mask(maps, # One map per image, `[n,h,w]` at the images' size
+                 p=20, # Percent of the pixels to remove, or 'otsu' (those above or below Otsu's threshold)
+                 order='morf' # 'morf' (most relevant first) or 'lerf' (least relevant first)
+                ):
+    "Boolean `[n,h,w]`, True where a pixel is removed: the `p`% most (or least) relevant pixels of each map"
+    # as pytorch-grad-cam: removed where the map (1 - map for 'lerf') is at or above its (100-p)th percentile
+    if order not in ('morf','lerf'): raise CAMError(f"`order` must be 'morf' or 'lerf', got {order!r}.")
+    mp = saliency(maps)
+    if p=='otsu':
+        lv = (mp*255).to(torch.uint8).long()
+        above = lv > otsu_threshold(mp)[:,None,None]
+        return above if order=='morf' else ~above
+    if not 0<=p<=100: raise CAMError(f"`p` must be a percentage in [0, 100] or 'otsu', got {p!r}.")
+    s = (mp if order=='morf' else 1-mp).flatten(1)
+    # the percentile in float64 rounded to the maps' dtype, as numpy's
+    q = torch.quantile(s.double(), (100-p)/100, dim=1, keepdim=True).to(s.dtype)
+    return (s>=q).view(mp.shape)
+
+# %% ../nbs/08_metrics.ipynb #3ac90ee9
+def _scorer(learn_or_model, score):
+    if score not in ('prob','logit'): raise CAMError(f"`score` must be 'prob' or 'logit', got {score!r}.")
+    def _f(o, idx): return (to_preds(learn_or_model, o.float()) if score=='prob' else o.float()).gather(1, idx[:,None])[:,0]
+    return _f
+
+def perturbation_confidence(learn_or_model, # A `Learner` or an `nn.Module`
+                            x, # The images, in any form `explain` takes
+                            maps, # One map per image, any resolution
+                            target=None, # The class to score: None (predicted), int, label or one per item
+                            p=20, # Percent of pixels removed (or a list of them, or 'otsu')
+                            order='morf', # 'morf' removes the most relevant pixels first, 'lerf' the least relevant
+                            fill='road', # 'road' (noisy linear imputation), or a substrate: a number, tensor, `f(xb)`, 'blur'
+                            score='prob', # 'prob' (softmax probability; sigmoid for a multi-label Learner) or 'logit'
+                            noise=0.01, # ROAD's imputation noise (std)
+                            seed=0, # Seed of the imputation noise
+                            bs=64 # Batch size of the forwards
+                           ):
+    "The change of the target's score when the `p`% most or least relevant pixels are removed: `[n]` (`[n,k]` for k `p`s)"
+    m = as_model(learn_or_model)
+    xb = to_batch(learn_or_model, x)
+    mp = min_max_scale(saliency_at(_check_maps(maps, xb), xb.shape[-2:]))
+    out = batch_outputs(m, xb, bs)
+    idx = explained_classes(target, out, get_vocab(learn_or_model), need='The metrics')
+    f = _scorer(learn_or_model, score)
+    Y = f(out, idx)
+    res = []
+    for j,q in enumerate(L(p)):
+        rm = removal_mask(mp, q, order)
+        if fill=='road': xp = road_impute(xb, ~rm, noise, seed+j)
+        else: xp = torch.where(rm[:,None], _substrate(xb, fill), xb)
+        res.append(f(batch_outputs(m, xp, bs), idx) - Y)
+    res = torch.stack(res, 1)
+    return res if is_listy(p) else res[:,0]
+
+def road(learn_or_model, x, maps, target=None,
+         percentiles=(10,20,30,40,50,60,70,80,90), # Percents of pixels removed, averaged
+         **kwargs # `score`, `noise`, `seed`, `bs` of `perturbation_confidence`
+        ):
+    "ROAD (Rong et al. 2022): `(combined [n], morf [n,k], lerf [n,k])`, score changes as pixels are imputed away"
+    # combined = (mean lerf - mean morf)/2, pytorch-grad-cam's `ROADCombined`: higher is better
+    morf = perturbation_confidence(learn_or_model, x, maps, target, list(percentiles), 'morf', 'road', **kwargs)
+    lerf = perturbation_confidence(learn_or_model, x, maps, target, list(percentiles), 'lerf', 'road', **kwargs)
+    return (lerf.mean(1)-morf.mean(1))/2, morf, lerf
+
+def remove_top(learn_or_model, x, maps, target=None, p=20, fill='road', **kwargs):
+    "The change of the target's score with the top `p`% of each map removed (or `p='otsu'`): lower is better"
+    return perturbation_confidence(learn_or_model, x, maps, target, p, 'morf', fill, **kwargs)
+
+def keep_top(learn_or_model, x, maps, target=None, p=20, fill='road', **kwargs):
+    "The change of the target's score with only the top `p`% of each map kept (or `p='otsu'`): higher is better"
+    return perturbation_confidence(learn_or_model, x, maps, target, p if p=='otsu' else 100-p, 'lerf', fill, **kwargs)
+
+def confidence_change(learn_or_model, x, maps, target=None, score='prob', bs=64):
+    "The change of the target's score when each image is multiplied by its map (scaled to [0,1]): higher is better"
+    m = as_model(learn_or_model)
+    xb = to_batch(learn_or_model, x)
+    mp = min_max_scale(saliency_at(_check_maps(maps, xb), xb.shape[-2:]))
+    out = batch_outputs(m, xb, bs)
+    idx = explained_classes(target, out, get_vocab(learn_or_model), need='The metrics')
+    f = _scorer(learn_or_model, score)
+    return f(batch_outputs(m, xb*mp[:,None].to(xb.dtype), bs), idx) - f(out, idx)
+
+# %% ../nbs/08_metrics.ipynb #5416abe1
+def infidelity(learn_or_model, x, maps, target=None,
+               n_perturb=10, # Perturbations per image
+               sigma=0.1, # Std of the gaussian perturbations `I`, in the units of the model's input
+               normalize=True, # Scale the map by the best β first, so that the score ignores the map's scale
+               score='logit', # 'logit' or 'prob'
+               seed=0, # Seed of the perturbations
+               bs=64 # Batch size of the forwards
+              ):
+    "Infidelity (Yeh et al. 2019): `E[(Iᵀφ - (f(x) - f(x-I)))²]` per item, as captum's `infidelity`: lower is better"
+    # the map φ, upsampled to the input, counts once per channel; the perturbations are drawn `[n*n_perturb,c,H,W]`
+    # (the perturbations of item i are rows i*n_perturb to (i+1)*n_perturb-1)
+    m = as_model(learn_or_model)
+    xb = to_batch(learn_or_model, x)
+    n,k = len(xb),n_perturb
+    phi = saliency_at(_check_maps(maps, xb), xb.shape[-2:])[:,None].to(xb.dtype)
+    g = torch.Generator(xb.device).manual_seed(seed)
+    I = sigma*torch.randn((n*k, *xb.shape[1:]), generator=g, device=xb.device, dtype=xb.dtype)
+    out = batch_outputs(m, xb, bs)
+    idx = explained_classes(target, out, get_vocab(learn_or_model), need='The metrics')
+    f = _scorer(learn_or_model, score)
+    ii = torch.arange(n*k, device=xb.device)//k
+    fp = batched_forward(m, lambda sl: xb[ii[sl]] - I[sl], n*k, bs, lambda sl,o: f(o, idx[ii[sl]]))
+    dy = (f(out, idx)[ii] - fp).double().view(n,k)
+    s = (phi[ii]*I).flatten(1).sum(1).double().view(n,k)
+    if not normalize: return (s-dy).pow(2).mean(1).float()
+    ss,sd,dd = s.pow(2).sum(1),(s*dy).sum(1),dy.pow(2).sum(1)
+    beta = torch.where(ss!=0, sd/ss.clamp_min(1e-300), 0)
+    return ((beta*beta*ss - 2*beta*sd + dd)/k).float()
+
+def sensitivity_max(learn_or_model, x,
+                    method='gradcam', # A method's name, a `CAMMethod`, or a function `f(xb, classes) -> maps`
+                    target=None, # The class to explain: None (predicted), int, label or one per item
+                    n_perturb=10, # Perturbations per image
+                    radius=0.02, # Each input value moves by up to this much (uniform noise)
+                    seed=0, # Seed of the perturbations
+                    bs=64, # Images explained at once
+                    **opts # Options of the method
+                   ):
+    "Max-sensitivity (Yeh et al. 2019): the largest `‖φ(x+ε) - φ(x)‖/‖φ(x)‖` over perturbations, as captum's: lower is better"
+    m = as_model(learn_or_model)
+    xb = to_batch(learn_or_model, x)
+    n,k = len(xb),n_perturb
+    out = batch_outputs(m, xb, bs)
+    idx = explained_classes(target, out, get_vocab(learn_or_model), need='The metrics')
+    if callable(method) and not hasattr(method, 'compute'): fn = method
+    else:
+        meth = get_method(method)
+        def fn(x_, t): return explain(m, x_, meth, target=t, **{**meth.quiet(), **opts})
+    def run(x_, t): return torch.cat([fn(x_[s:s+bs], t[s:s+bs]).detach().float() for s in range(0, len(x_), bs)])
+    g = torch.Generator(xb.device).manual_seed(seed)
+    eps = radius*(2*torch.rand((n*k, *xb.shape[1:]), generator=g, device=xb.device, dtype=xb.dtype)-1)
+    ii = torch.arange(n*k, device=xb.device)//k
+    e0 = run(xb, idx).flatten(1)
+    e = run(xb[ii]+eps, idx[ii]).flatten(1)
+    nrm = e0.norm(dim=1)
+    nrm = torch.where(nrm==0, 1, nrm)
+    return ((e-e0[ii]).norm(dim=1)/nrm[ii]).view(n,k).amax(1)

@@ -14,7 +14,7 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'ScoreCAM']
+__all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'output_rows', 'mask_jobs', 'softmax_weights', 'ScoreCAM']
 
 # %% ../nbs/02a_scorecam.ipynb #3e5c9966
 def _lin_interp(n_in, n_out, device=None):
@@ -50,15 +50,17 @@ def _batched(o, n):
     if isinstance(o, (tuple,list)): return len(o)>0 and all(_batched(v, n) for v in o)
     return False
 
-def _rows(o, sl, n):
+def output_rows(o, # A model output: a tensor, a tuple, list or dict of them, or a list with one entry per item
+                sl, # The rows to keep (a slice)
+                n): # The batch size the output was computed for
     "Rows `sl` of a model output for a batch of `n`: a tensor, the tensors of a tuple, list or dict, or a list's items"
     # a 0-d or unbatched tensor (e.g. an auxiliary loss) is shared
     if isinstance(o, Tensor): return o[sl] if o.ndim and len(o)==n else o
-    if isinstance(o, dict): return {k:_rows(v, sl, n) for k,v in o.items()}
+    if isinstance(o, dict): return {k:output_rows(v, sl, n) for k,v in o.items()}
     if isinstance(o, (tuple,list)):
         # one entry per sample (torchcam's structured models return a list of dicts): slice the list itself
         if len(o)==n and not all(_batched(v, n) for v in o): return type(o)(o[sl]) if not hasattr(o, '_fields') else o
-        rs = [_rows(v, sl, n) for v in o]
+        rs = [output_rows(v, sl, n) for v in o]
         return type(o)(*rs) if hasattr(o, '_fields') else type(o)(rs)  # a namedtuple takes its fields one by one
     return o
 
@@ -66,7 +68,12 @@ _seg_msg = ("Score-CAM scores masked copies of the image by one logit per item, 
             "segmentation map: use a gradient method (`gradcam`, `hirescam`, `layercam`...), or pass `target=f` with "
             "`f(output)` returning one score per item.")
 
-def _jobs(chans, const, k, n, fn, bs):
+def mask_jobs(chans, # Per item, the channels to score (a tensor of indices)
+              const, # `[n,k]`: the channels whose mask is the shared zero mask `k` (constant activations)
+              k, # The number of channels
+              n, # The number of items
+              fn, # A callable target, or None
+              bs): # The batch size of the masked forwards
     "Items `I` and masks `J` of the masked forwards, and their batch size"
     # one forward per (item, channel) whose mask is its own, and one per item for the shared zero mask `k`
     dev = const.device
@@ -82,7 +89,10 @@ def _jobs(chans, const, k, n, fn, bs):
     J = torch.stack([o[torch.arange(r, device=dev).clamp_max(len(o)-1)] for o in per], 1).flatten()
     return torch.arange(n, device=dev).repeat(r),J,max(1, bs//n)*n
 
-def _softmax_weights(scores, chans, const, fill):
+def softmax_weights(scores, # `[n,k+1]`: each item's scores of its channels' masks (`scores[:,k]`: the zero mask's)
+                    chans, # Per item, the channels scored
+                    const, # `[n,k]`: the channels that took the zero mask's score
+                    fill): # The score of the channels not scored: 'min', 'mean' or 'zero' (no share)
     "Score-CAM's weights `[n,k]`: the softmax of each item's scores (`scores[:,k]` is the zero mask's)"
     n,k = scores.shape[0],scores.shape[1]-1
     w = scores.new_zeros(n, k)
@@ -130,7 +140,7 @@ class ScoreCAM(CAMMethod):
         const = (a.amax((2,3))==a.amin((2,3)))  # these channels all give the zero mask
         full = kmax is None or kmax>=k
         chans = [torch.arange(k, device=a.device) if full else info[i].topk(kmax).indices for i in range(n)]
-        I,J,step = _jobs(chans, const, k, n, fn, bs)
+        I,J,step = mask_jobs(chans, const, k, n, fn, bs)
         H,W = xb.shape[-2:]
         def _make(sl):
             mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False)
@@ -139,10 +149,10 @@ class ScoreCAM(CAMMethod):
         def _read(sl, out):
             if fn is None: return out.float().gather(1, idx[I[sl]][:,None])[:,0].to(a.dtype)
             r = sl.stop-sl.start
-            return torch.cat([target_scores(fn, _rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(a.dtype)
+            return torch.cat([target_scores(fn, output_rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(a.dtype)
         scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
         scores[I,J] = batched_forward(m, _make, len(I), step, _read, bar or (bar is None and -(-len(I)//step)>=20))
-        w = _softmax_weights(scores, chans, const, fill)
+        w = softmax_weights(scores, chans, const, fill)
         # the masked forwards ran under the user's autocast, the sum does not
         with no_autocast(a): return F.relu(torch.einsum('nk,nkhw->nhw', w, a))
 

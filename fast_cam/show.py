@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 # %% auto #0
-__all__ = ['to_hwc', 'show_heatmap', 'show_guided', 'show_map', 'offscreen_fig', 'decode_batch', 'label_panels']
+__all__ = ['to_hwc', 'show_heatmap', 'show_guided', 'show_map', 'offscreen_fig', 'fig_image', 'map_image', 'decode_batch',
+           'label_panels']
 
 # %% ../nbs/05_show.ipynb #330fcd2d
 def to_hwc(img):
@@ -89,6 +90,18 @@ def offscreen_fig(nrows, ncols, figsize):
     "A figure outside pyplot (nothing is displayed, nothing is left open) and its axes, flat"
     fig = Figure(figsize=figsize); FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, squeeze=False).flatten()
+
+def fig_image(fig, dpi=100):
+    "An offscreen figure rendered to an RGB `PIL.Image` at `dpi`"
+    fig.set_dpi(dpi); fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[...,:3].copy())
+
+def map_image(img, mp, guided=False, title=None, figsize=(2.5,2.5), dpi=100, **kwargs):
+    "`show_map` drawn offscreen to an RGB `PIL.Image`: how the report and the trackers draw a map"
+    fig,axs = offscreen_fig(1, 1, figsize)
+    show_map(img, mp, guided, ax=axs[0], title=title, **kwargs)
+    fig.subplots_adjust(0, 0, 1, .88 if title else 1)
+    return fig_image(fig, dpi)
 
 # %% ../nbs/05_show.ipynb #11b70f1c
 def decode_batch(learn, xb):

@@ -14,4 +14,196 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = []
+__all__ = ['ViT', 'vit_parts', 'vit_blocks', 'attention_probes', 'LeGrad', 'check_rollout', 'attention_rollout', 'Rollout']
+
+# %% ../nbs/02e_tokens.ipynb #5103f646
+class ViT:
+    "A vision transformer's parts LeGrad and rollout read: `blocks`, `kind` ('timm' or 'torchvision'), `n_extra` tokens"
+    def __init__(self, m, net, kind, blocks, n_extra): store_attr()
+    def grid(self, hw):
+        "The patch grid `(h,w)` for inputs of size `hw`"
+        if self.kind=='timm': return token_grid(self.net, hw)
+        p = self.net.patch_size
+        return (hw[0]//p, hw[1]//p)
+    def attn(self, b): return b.attn if self.kind=='timm' else b.self_attention
+    def logits(self, z, pool='mean'):
+        "The class scores of the tokens `z` `[n,T,c]` of any block, by the model's own final norm and head"
+        # 'mean': of the mean token (LeGrad's code, torchcam); 'token': of the tokens the model pools (its class token)
+        if pool=='mean': z = z.mean(1, keepdim=True).expand_as(z)
+        if self.kind=='timm': return self.net.forward_head(self.net.norm(z))
+        return self.net.heads(self.net.encoder.ln(z)[:,0])
+
+_not_vit_msg = ("{name} reads the attention of a vision transformer (a timm ViT/DeiT with `blocks` of `Attention`, "
+                "or a torchvision `VisionTransformer`); this model has none. "
+                "Use a CAM method such as 'gradcam' for a CNN (or 'gradcam' at `token_layer` for other token models).")
+
+def _tv_vit(m):
+    "The torchvision `VisionTransformer` inside `m` (or `None`)"
+    ok = lambda o: (isinstance(getattr(getattr(o, 'encoder', None), 'layers', None), nn.Module)
+                    and hasattr(o, 'class_token') and hasattr(o, 'heads'))
+    return next((o for o in m.modules() if ok(o)), None)
+
+def vit_parts(m, # An `nn.Module` (or `Learner`)
+              name='This method' # The method's name for the error message
+             ):
+    "The `ViT` parts of a timm ViT (DeiT, ...) or torchvision `VisionTransformer` `m`; a `LayerError` for other models"
+    m = as_model(m)
+    net = token_net(m)
+    if net is not None:
+        blks = [b for b in getattr(net, 'blocks', []) if hasattr(getattr(b, 'attn', None), 'fused_attn')]
+        if blks: return ViT(m, net, 'timm', blks, int(getattr(net, 'num_prefix_tokens', 1)))
+    tv = _tv_vit(m)
+    if tv is not None:
+        blks = [b for b in tv.encoder.layers if isinstance(getattr(b, 'self_attention', None), nn.MultiheadAttention)]
+        if blks: return ViT(m, tv, 'torchvision', blks, 1)
+    raise LayerError(_not_vit_msg.format(name=name))
+
+# %% ../nbs/02e_tokens.ipynb #8bba3e54
+def vit_blocks(vit, # The model's `ViT` parts (see `vit_parts`)
+               layer=None # None: every block; 'last': the last; else module(s) as for `resolve_layer`
+              ):
+    "The blocks `layer` names: each block holding, or held by, a module it names, in the model's order"
+    if layer is None or (isinstance(layer, str) and layer=='auto'): return vit.blocks
+    if isinstance(layer, str) and layer=='last': return vit.blocks[-1:]
+    ls = resolve_layer(vit.m, layer)
+    ls = ls if isinstance(ls, list) else [ls]
+    inside = lambda a,b: any(a is o for o in b.modules())
+    res = [b for b in vit.blocks if any(inside(l, b) or inside(b, l) for l in ls)]
+    bad = [l for l in ls if not any(inside(l, b) or inside(b, l) for b in vit.blocks)]
+    if bad: raise LayerError(_not_block_msg.format(name=module_name(vit.m, bad[0])))
+    return res
+
+_not_block_msg = ("Layer {name!r} is not in a transformer block: pass blocks (e.g. 'blocks.11', or "
+                  "'encoder.layers.encoder_layer_11' in torchvision), a list of them, or leave `layer=None` for all.")
+
+@contextmanager
+def _hooked(hooks):
+    "Context manager: the `(module, kind, fn)` hooks registered (`kind` 'pre', 'pre_kw', 'fwd' or 'fwd_kw'), then removed"
+    hs = []
+    reg = {'pre': lambda o,f: o.register_forward_pre_hook(f),
+           'pre_kw': lambda o,f: o.register_forward_pre_hook(f, with_kwargs=True),
+           'fwd': lambda o,f: o.register_forward_hook(f),
+           'fwd_kw': lambda o,f: o.register_forward_hook(f, with_kwargs=True)}
+    try:
+        for o,k,f in hooks: hs.append(reg[k](o, f))
+        yield
+    finally:
+        for h in hs: h.remove()
+
+def _mha_hooks(mha, probe, replay):
+    "Hooks on torchvision's `nn.MultiheadAttention`: per-head weights asked for, passed through `probe`"
+    # `replay`: the output recomputed from them, so that they carry the gradient (torch returns a copy off the graph)
+    def pre(mod, args, kw): return args, {**kw, 'need_weights': True, 'average_attn_weights': False}
+    def post(mod, args, kw, out):
+        a = probe(out[1])
+        if not replay: return out[0],None
+        n,T,E = args[2].shape
+        E3 = slice(2*E, 3*E)
+        b = None if mod.in_proj_bias is None else mod.in_proj_bias[E3]
+        v = F.linear(args[2], mod.in_proj_weight[E3], b).reshape(n, T, mod.num_heads, -1).transpose(1, 2)
+        return mod.out_proj((a.to(v.dtype) @ v).transpose(1, 2).reshape(n, T, E)),None
+    return [(mha, 'pre_kw', pre), (mha, 'fwd_kw', post)]
+
+@contextmanager
+def attention_probes(vit, # The model's `ViT` parts (see `vit_parts`)
+                     blocks, # The blocks whose attention to read
+                     replay=False # Attention outputs computed from the probes' outputs, so that gradients reach them
+                    ):
+    "Context manager giving one module per block whose output is its attention probabilities `[n,heads,T,T]`"
+    # timm: its eager attention (`fused_attn` off) and `attn_drop` (an identity in eval);
+    # torchvision: an `nn.Identity` its `nn.MultiheadAttention`'s per-head weights go through
+    if vit.kind=='timm':
+        attns = [vit.attn(b) for b in blocks]
+        fused = [a.fused_attn for a in attns]
+        try:
+            for a in attns: a.fused_attn = False
+            yield [a.attn_drop for a in attns]
+        finally:
+            for a,f in zip(attns, fused): a.fused_attn = f
+    else:
+        probes = [nn.Identity() for _ in blocks]
+        with _hooked([h for b,p in zip(blocks, probes) for h in _mha_hooks(vit.attn(b), p, replay)]): yield probes
+
+# %% ../nbs/02e_tokens.ipynb #d8be102d
+def _block_scores(target, vocab, outs):
+    "A `capture` target: the sum over blocks of each block's own score `outs` for `target`'s class (or callable)"
+    def f(out):
+        if is_custom(target): return sum(target_scores(target, o, vocab)[0] for o in outs)
+        idx = target_scores(target, out, vocab)[1]
+        if idx is None: raise TargetError(_legrad_target_msg)
+        return sum(o.float().gather(1, idx[:,None])[:,0] for o in outs)
+    return f
+
+_legrad_target_msg = ("LeGrad explains one class per item of a classifier's scores [n, classes]: "
+                      "pass a class (or None for the predicted one), or a callable of the scores.")
+_legrad_head_msg = ("LeGrad reads each block's class scores through the model's own final norm and head: "
+                    "pass the timm or torchvision ViT itself, not a model that wraps it.")
+
+def _cut(mod, args):
+    "A block's input as a new leaf: the gradient of a block's own score stops at the block"
+    return (args[0].detach().requires_grad_(),) + tuple(args[1:])
+
+class LeGrad(CAMMethod):
+    "LeGrad, Bousselham et al. 2024 (arXiv:2404.03214): per block, ReLU(∂s^l/∂A^l) over heads and queries, averaged"
+    name,supports_all,options = 'legrad',False,('pool',)
+    token_only = True  # refuses models that are not vision transformers
+    def compute(self, m, xb, target=None, layer=None, vocab=None, pool='mean'):
+        self.check_target(target)
+        vit = vit_parts(m, 'LeGrad')
+        if pool not in ('mean','token'): raise CAMError(f"`pool` must be 'mean' or 'token', got {pool!r}: pass one.")
+        if vit.net is not vit.m: raise LayerError(_legrad_head_msg)
+        blks,outs = vit_blocks(vit, layer),[]
+        keep = lambda mod,i,o: outs.append(vit.logits(o, pool))
+        with attention_probes(vit, blks, replay=True) as probes, \
+             _hooked([(b,'pre',_cut) for b in blks] + [(b,'fwd',keep) for b in blks]):
+            # one backward of the sum of the blocks' scores: with each block's input cut, block l's own score alone
+            # reaches its attention
+            c = capture(m, xb, probes, _block_scores(target, vocab, outs), vocab)
+        h,w = vit.grid(xb.shape[-2:])
+        maps = torch.stack([F.relu(g).mean((1,2))[:, vit.n_extra:] for g in c.grads]).mean(0)
+        return maps.reshape(len(xb), h, w).float(), c.out
+
+# %% ../nbs/02e_tokens.ipynb #24334d5f
+def check_rollout(head_fusion, discard_ratio):
+    "Raise a `CAMError` for a `head_fusion` or `discard_ratio` that attention rollout does not take"
+    if head_fusion not in ('mean','max','min'):
+        raise CAMError(f"`head_fusion` must be 'mean', 'max' or 'min', got {head_fusion!r}: pass one of them.")
+    if not (isinstance(discard_ratio, (int,float)) and 0<=discard_ratio<1):
+        raise CAMError(f"`discard_ratio` must be a number in [0, 1), got {discard_ratio!r}: pass one.")
+
+def attention_rollout(attns, # Per-block attention probabilities `[n,heads,T,T]`, first block first
+                      head_fusion='mean', # How heads are fused: 'mean', 'max' or 'min'
+                      discard_ratio=0. # Fraction of each fused matrix's lowest entries zeroed (never class → class)
+                     ):
+    "The joint attention `[n,T,T]`: the product over blocks of (fused heads + I), each renormalised by row"
+    check_rollout(head_fusion, discard_ratio)
+    n,_,T,_ = attns[0].shape
+    eye = torch.eye(T, device=attns[0].device, dtype=attns[0].dtype)
+    res = eye.expand(n, T, T)
+    for att in attns:
+        a = getattr(att, {'mean':'mean', 'max':'amax', 'min':'amin'}[head_fusion])(1)
+        k = int(T*T*discard_ratio)
+        if k:
+            low = a.flatten(1).topk(k, -1, largest=False).indices
+            drop = torch.zeros_like(a.flatten(1)).scatter_(1, low, 1.).bool()
+            drop[:,0] = False  # the class token's attention to itself stays
+            a = a.masked_fill(drop.view_as(a), 0.)
+        a = (a + eye)/2
+        res = (a / a.sum(-1, keepdim=True)) @ res
+    return res
+
+class Rollout(CAMMethod):
+    "Attention rollout, Abnar & Zuidema 2020 (arXiv:2005.00928): the class token's row of the joint attention"
+    name,aliases,needs_grad,supports_all = 'rollout',('attentionrollout',),False,False  # class-agnostic
+    options = ('head_fusion','discard_ratio')
+    token_only = True  # refuses models that are not vision transformers
+    def compute(self, m, xb, target=None, layer=None, vocab=None, head_fusion='mean', discard_ratio=0.):
+        self.check_target(target)
+        check_rollout(head_fusion, discard_ratio)
+        vit = vit_parts(m, 'Attention rollout')
+        blks = vit_blocks(vit, layer)
+        with attention_probes(vit, blks) as probes: c = capture(m, xb, probes, target, vocab, grad=False)
+        h,w = vit.grid(xb.shape[-2:])
+        with no_autocast(xb):
+            r = attention_rollout(c.acts, head_fusion, discard_ratio)[:, 0, vit.n_extra:]
+        return r.reshape(len(xb), h, w).float(), c.out

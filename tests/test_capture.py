@@ -7,6 +7,7 @@ from conftest import rel_err, small_cnn, small_x
 
 def test_inplace_relu_after_layer():
     "A layer whose output is changed in place right after it (resnet's `out += identity; relu_(out)`)"
+    torch.manual_seed(0)
     m = tv_resnet18(weights=None, num_classes=5).eval()
     x = torch.randn(2,3,64,64)
     ours = explain(m, x, target=[1,2], layer='layer4.1.bn2')

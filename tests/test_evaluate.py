@@ -76,3 +76,20 @@ def test_progress_follows_no_bar(slearn, capsys):
     assert '█' not in capsys.readouterr().out
     slearn.evaluate_cams(n=2, methods=['uniform'], metrics=['pointing'], progress=True)
     assert '█' in capsys.readouterr().out
+
+def test_evaluate_cams_faithfulness_metrics(slearn):
+    # the faithfulness metrics by name, one column each, equal to the functions' per-item values; not in the default
+    assert not set(faithfulness_metrics) & set(trust_metrics)
+    mkw = {'road': dict(percentiles=(20,80)), 'infidelity': dict(n_perturb=3), 'sensitivity': dict(n_perturb=2)}
+    res = slearn.evaluate_cams(methods=['gradcam','uniform','random'], n=4, metrics=list(faithfulness_metrics),
+                               metric_kwargs=mkw, progress=False)
+    assert list(res.df.columns) == list(faithfulness_metrics) and np.isfinite(res.df.values).all()
+    xb = slearn.dls.valid.new(shuffle=False).one_batch()[0][:4]
+    maps = explain(slearn, xb, 'gradcam')
+    comb,morf,lerf = road(slearn, xb, maps, percentiles=(20,80))
+    np.testing.assert_allclose(res.items['gradcam']['road'].values, comb.cpu().numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.items['gradcam']['road_morf'].values, morf.mean(1).cpu().numpy(), atol=1e-5)
+    np.testing.assert_allclose(res.items['gradcam']['keep_top'].values, keep_top(slearn, xb, maps).cpu().numpy(), atol=1e-5)
+    # a map that ignores the input does not move: max-sensitivity 0 for the baselines
+    assert (res.items['uniform']['sensitivity'].values == 0).all() and (res.items['random']['sensitivity'].values == 0).all()
+    with pytest.raises(CAMError, match='road'): slearn.evaluate_cams(n=2, metrics=['roads'], progress=False)

@@ -172,3 +172,15 @@ def test_drop_increase_batch_is_items(slearn, sbatch):
     d,inc = drop_increase(slearn, xb, maps)
     one = [drop_increase(slearn, xb[i:i+1], maps[i:i+1]) for i in range(len(xb))]
     torch.testing.assert_close(torch.cat([o[0] for o in one]), d, atol=1e-4, rtol=0)
+
+def test_faithfulness_metric_errors_and_seeds():
+    # bad options name what was wrong; the same seed gives the same ROAD and infidelity scores
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3*8*8, 2))
+    xb,mp = torch.randn(2,3,8,8),torch.rand(2,4,4)
+    with pytest.raises(CAMError, match='order'): perturbation_confidence(m, xb, mp, order='top')
+    with pytest.raises(CAMError, match='score'): confidence_change(m, xb, mp, score='acc')
+    with pytest.raises(CAMError, match='percentage'): remove_top(m, xb, mp, p=-5)
+    with pytest.raises(InputError, match='maps'): keep_top(m, xb, mp[:1])
+    assert torch.equal(road(m, xb, mp, percentiles=(50,))[0], road(m, xb, mp, percentiles=(50,))[0])
+    assert torch.equal(infidelity(m, xb, mp, seed=3), infidelity(m, xb, mp, seed=3))
+    assert not torch.equal(infidelity(m, xb, mp, seed=3), infidelity(m, xb, mp, seed=4))

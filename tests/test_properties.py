@@ -40,6 +40,10 @@ def explains(learn, method, x, target=None, layer=None, valid=True, ctx=None, **
     """The property: maps or a clear `CAMError`, and the model as it was. `valid`: the call must give maps (a refusal of a valid
     call fails too); False: it must be refused; None: either. Returns the maps or None"""
     m = learn.model if isinstance(learn, Learner) else learn
+    # a method for vision transformers only (LeGrad, rollout) refuses the battery's CNNs, saying what to use
+    if getattr(get_method(method), 'token_only', False):
+        try: vit_parts(m)
+        except CAMError: valid = False
     s = snapshot(m)
     try:
         with warnings.catch_warnings(), (ctx or torch.enable_grad)():
@@ -188,7 +192,8 @@ def _target_ok(meth, target, valid):
     "Whether the method itself takes a valid target: target='all' for the CAM family only, a callable not for exact CAM"
     if not valid: return False
     if is_all(target) and not meth.supports_all: return False
-    if meth.name=='cam' and is_custom(target): return False
+    # exact CAM reads the head's weights of a class, Finer-CAM the classes similar to it: both need a class
+    if meth.name in ('cam','finercam') and is_custom(target): return False
     return True
 
 @pytest.mark.parametrize('method', METHODS)
@@ -228,6 +233,9 @@ MODELS = {  # name: (the Learner from `tiny`, context of the call, tolerance aga
     'resnet18':  (lambda t: _resnet(t.dls), None, None),
 }
 
+# methods whose maps are differences of the scores of perturbed copies (occlusion)
+SCORE_DIFFS = {'occlusion'}
+
 @pytest.mark.parametrize('kind', list(MODELS))
 @pytest.mark.parametrize('method', METHODS)
 def test_models(tiny, files, method, kind):
@@ -236,7 +244,12 @@ def test_models(tiny, files, method, kind):
     # exact CAM needs a GAP → Linear head: fastai's default head is refused, with the fix in the message
     res = explains(learn, method, files, valid=not (method=='cam' and kind=='resnet18'), ctx=ctx)
     check_shape(res, method, len(files), (64, 64))
-    if tol is None: return
+    if tol is None or res is None: return  # refused (a token-only method on the CNN)
+    if method in SCORE_DIFFS:
+        # a difference of two near-equal scores: below half precision on the untrained tiny net, and float32's own
+        # rounding (the reference) is ~1e-4 of it
+        if tol>=1e-3: return
+        tol = max(tol, 1e-3)
     # the same maps as the float32 model, up to the precision the model ran in
     ref = explains(tiny, method, files)
     if tol<1e-3:

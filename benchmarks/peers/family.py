@@ -12,3 +12,26 @@ def pgc_cam(cls, **kw):
     return make
 
 CASES = [Case('gradcam', 'gradcam', 'pytorch-grad-cam', pgc_cam(pgc.GradCAM), gradient=True)]
+
+def pgc_call(cls, **call):
+    "A `make_peer` for pytorch-grad-cam's CAM class `cls` called with the keyword arguments `call` (e.g. `eigen_smooth`)"
+    def make(m, layer, x, t):
+        cam = cls(model=m, target_layers=[m.get_submodule(layer)])
+        targets = [ClassifierOutputTarget(c) for c in t]
+        return lambda: cam(input_tensor=x, targets=targets, **call)
+    return make
+
+def torchcam_smooth(m, layer, x, t):
+    "torchcam's Smooth Grad-CAM++ with 4 noisy copies, one target per image"
+    from torchcam.methods import SmoothGradCAMpp
+    ext = SmoothGradCAMpp(m, target_layer=layer, num_samples=4, input_shape=tuple(x.shape[1:]))
+    return lambda: ext(class_idx=list(t), scores=m(x))
+
+CASES += [Case('gradcam_elementwise', 'gradcam_elementwise', 'pytorch-grad-cam', pgc_cam(pgc.GradCAMElementWise), gradient=True),
+          Case('eigengradcam', 'eigengradcam', 'pytorch-grad-cam', pgc_cam(pgc.EigenGradCAM), gradient=True),
+          Case('fem', 'fem', 'pytorch-grad-cam', pgc_cam(pgc.FEM)),
+          Case('kpcacam', 'kpcacam', 'pytorch-grad-cam', pgc_cam(pgc.KPCA_CAM)),
+          Case('randomcam', 'randomcam', 'pytorch-grad-cam', pgc_cam(pgc.RandomCAM)),
+          Case('gradcam_eigen_smooth', 'gradcam', 'pytorch-grad-cam', pgc_call(pgc.GradCAM, eigen_smooth=True),
+               kwargs=dict(eigen_smooth=True), gradient=True),
+          Case('smoothgradcampp', 'smoothgradcampp', 'torchcam', torchcam_smooth, kwargs=dict(n_samples=4), gradient=True)]

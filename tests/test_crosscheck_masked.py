@@ -1,0 +1,55 @@
+"`fast_cam.masked`: Ablation-CAM against pytorch-grad-cam, SS-CAM and IS-CAM against torchcam (the same noise in both), on three architectures."
+import os, sys, copy, pytest, torch
+os.environ.setdefault('TQDM_DISABLE', '1')  # pytorch-grad-cam's progress bars
+from pathlib import Path
+import torchcam.methods as tcm
+from fast_cam.all import *
+from conftest import rel_err, tv_model, tv_x, nonzero, PEER_TARGETS
+sys.path.insert(0, str(Path(__file__).parents[1]/'benchmarks'))
+from peers.masked import pgc_ablation_raw
+
+# post-ReLU layers of few channels (the cost is one forward per channel and sample), float64 so that the comparison
+# measures the formulas and not float32 rounding in the differences of scores
+ARCHS = {'resnet18':'layer2', 'shufflenet_v2_x0_5':'stage2', 'mobilenet_v3_small':'features.3.block.1'}
+
+@pytest.fixture(scope='module')
+def x(): return tv_x(32)
+
+@pytest.fixture(scope='module', params=list(ARCHS))
+def arch(request): return request.param, tv_model(request.param), ARCHS[request.param]
+
+def test_ablationcam_vs_pgc(arch, x):
+    name,m,layer = arch
+    ours = explain(m, x, 'ablationcam', target=PEER_TARGETS, layer=layer, bs=64, bar=False)
+    peer = pgc_ablation_raw(m, layer, x, PEER_TARGETS, bs=64)
+    nonzero(ours)
+    e = rel_err(ours, peer.to(ours))
+    print(f'{name} ablationcam: rel err vs pytorch-grad-cam {e:.2e}')
+    assert e<=1e-5
+
+class _Noise:
+    "Stands for torchcam's `Normal(0, std)`: sample `s` of its calls is SS-CAM's noise of sample `s`, the same for every item"
+    def __init__(self, k, hw, std): self.k,self.hw,self.std,self.s = k,hw,std,0
+    def sample(self, size):
+        z = torch.stack([get_method('sscam').noise(self.s, j, self.hw, self.std, 0) for j in range(self.k)])
+        self.s += 1
+        return z.expand(size)
+
+@pytest.mark.parametrize('meth', ['sscam', 'iscam'])
+def test_sampled_vs_torchcam(arch, x, meth):
+    name,m,layer = arch
+    N,std = 2,0.5
+    kw = dict(std=std) if meth=='sscam' else {}
+    ours = explain(m, x, meth, target=PEER_TARGETS, layer=layer, bs=64, bar=False, n_samples=N, **kw)
+    mc = copy.deepcopy(m)
+    ext = (tcm.SSCAM if meth=='sscam' else tcm.ISCAM)(mc, target_layer=layer, batch_size=64, num_samples=N,
+                                                      input_shape=tuple(x.shape[1:]), **kw)
+    try:
+        with torch.no_grad(): out = mc(x)
+        if meth=='sscam': ext._distrib = _Noise(ext.hook_a[0].shape[1], x.shape[-2:], std)
+        peer = ext(class_idx=PEER_TARGETS, scores=out, normalized=False)[0].detach()
+    finally: ext.remove_hooks()
+    nonzero(ours)
+    e = rel_err(ours, peer.to(ours))
+    print(f'{name} {meth}: rel err vs torchcam {e:.2e}')
+    assert e<=1e-5

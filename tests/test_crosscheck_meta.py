@@ -1,0 +1,89 @@
+"The meta-methods (Finer-CAM, RefineCAM, LayerCAM's fusion, SESS) against pytorch-grad-cam's and torchcam's, on three architectures."
+import copy, pytest, torch, numpy as np
+import pytorch_grad_cam as pgc
+import torchcam.methods as tcm
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from fast_cam.all import *
+from conftest import rel_err, tv_model, tv_x, torchcam_raw, nonzero, PEER_TARGETS
+
+# each architecture's layer, and layers of three resolutions for the multi-layer methods
+ARCHS = {'resnet18': ('layer4', ['layer2','layer3','layer4']),
+         'densenet121': ('features.denseblock4', ['features.denseblock2','features.denseblock3','features.denseblock4']),
+         'vgg11_bn': ('features.27', ['features.13','features.20','features.27'])}
+SZ = 64
+
+@pytest.fixture(scope='module', params=list(ARCHS))
+def arch(request):
+    name = request.param
+    return name, tv_model(name), tv_x(SZ), *ARCHS[name]
+
+def pgc_scaled(ours, hw):
+    "Our maps as pytorch-grad-cam returns its own: scaled to [0,1], upsampled to the input, scaled again"
+    return scale01(upsample(scale01(ours), hw))
+
+def test_finer_torchcam(arch):
+    "weighting='mean' (γ=0.6, three nearest classes) is torchcam's `FinerCAM`"
+    name,m,x,l,_ = arch
+    ref = torchcam_raw(tcm.FinerCAM, m, l, x, base_method=tcm.GradCAM)
+    ours = explain(m, x, 'finercam', target=PEER_TARGETS, layer=l)
+    nonzero(ref); assert rel_err(ours, ref.float()) < 1e-5
+
+def test_finer_pgc(arch):
+    "weighting='softmax', gamma=1 is pytorch-grad-cam's `FinerCAM` (its default α=1); the paper's weighting differs"
+    name,m,x,l,_ = arch
+    mc = copy.deepcopy(m)
+    cam = pgc.FinerCAM(mc, [mc.get_submodule(l)], base_method=pgc.GradCAM)
+    ref = torch.from_numpy(cam(x)).float()
+    ours = explain(m, x, 'finercam', layer=l, weighting='softmax', gamma=1.)
+    nonzero(ref); assert rel_err(pgc_scaled(ours, SZ), ref) < 1e-5
+    if name=='resnet18': assert rel_err(pgc_scaled(explain(m, x, 'finercam', layer=l, gamma=1.), SZ), ref) > 1e-3
+
+def test_refine_torchcam(arch):
+    "the product of min-max scaled Grad-CAM++ maps of three layers is torchcam's `RefineCAM`"
+    name,m,x,_,ls = arch
+    ls = ls[1:]  # at 64 px a random resnet's Grad-CAM of layer2 can be all zero, and so the product
+    # over Grad-CAM: torchcam's Grad-CAM++ departs from eq. 19 (it sums A·g³ over positions), see the family's tests
+    t = m(x).argmax(1).tolist()  # the predicted classes: products of maps of other classes are often zero
+    ref = torchcam_raw(tcm.RefineCAM, m, ls, x, targets=t, base_method=tcm.GradCAM)
+    ours = explain(m, x, 'refinecam', target=t, layer=ls, base='gradcam')
+    nonzero(ref); assert rel_err(ours, ref.float()) < 1e-5
+
+def test_refine_direct():
+    "RefineCAM is the product of each layer's `explain` map, min-max scaled and upsampled; `layer=None`: the last three stages"
+    m,x = tv_model('resnet18', torch.float32),tv_x(SZ, torch.float32)
+    ls = ARCHS['resnet18'][1]
+    ms = [min_max_scale(explain(m, x, 'gradcampp', layer=l), 1e-8) for l in ls]
+    ref = ms[0]*upsample(ms[1], ms[0].shape[-2:])*upsample(ms[2], ms[0].shape[-2:])
+    nonzero(ref)
+    assert rel_err(explain(m, x, 'refinecam', layer=ls), ref) < 1e-5
+    assert rel_err(explain(m, x, 'refinecam'), ref) < 1e-5
+
+def test_layercam_fused_torchcam(arch):
+    "norm='minmax' is torchcam's `LayerCAM.fuse_cams` of its normalised maps; the paper's eq. 9 divides by the max only"
+    name,m,x,_,ls = arch
+    mc = copy.deepcopy(m)
+    ext = tcm.LayerCAM(mc, target_layer=ls, input_shape=tuple(x.shape[1:]))
+    try: ref = ext.fuse_cams(ext(class_idx=PEER_TARGETS, scores=mc(x))).detach().float()
+    finally: ext.remove_hooks()
+    ours = explain(m, x, 'layercam_fused', target=PEER_TARGETS, layer=ls, norm='minmax')
+    nonzero(ref); assert rel_err(ours, ref) < 1e-5
+
+def test_layercam_fused_eq9():
+    "eq. 9 (norm='max') differs from torchcam's min-max scaling where a map's minimum is not 0"
+    m,x = tv_model('resnet18', torch.float32),tv_x(SZ, torch.float32)
+    M = explain(m, x, 'layercam', layer='layer4')
+    assert rel_err(explain(m, x, 'layercam_fused', layer=['layer4']), torch.tanh(2*M/M.amax((1,2), keepdim=True))) < 1e-6
+    if (M.amin((1,2))>0).any():
+        assert rel_err(explain(m, x, 'layercam_fused', layer=['layer4'], norm='minmax'),
+                       explain(m, x, 'layercam_fused', layer=['layer4'])) > 1e-4
+
+@pytest.mark.parametrize('name,l,smooth', [('resnet18','layer4',True),
+                                            ('mobilenet_v3_small','features.12',False)])
+def test_sess_pgc(name, l, smooth):
+    "3 scales, non-overlapping windows, mean pooling (and the blur): pytorch-grad-cam's `SESS` (two architectures: time)"
+    m,x = tv_model(name),tv_x(SZ)
+    mc = copy.deepcopy(m)
+    cam = pgc.SESS(mc, [mc.get_submodule(l)], base_method=pgc.GradCAM, num_scales=3, smooth=smooth)
+    ref = torch.from_numpy(cam(x)).float()
+    ours = explain(m, x, 'sess', layer=l, smooth=smooth)
+    nonzero(ref); assert rel_err(scale01(ours), ref) < 1e-5
