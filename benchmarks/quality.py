@@ -37,7 +37,9 @@ quiet = bool(a.quick)
 
 # every method of the registry once (aliases share a class), the historical ones first; wrappers of another method use their default base
 FIRST = ['cam','gradcam','gradcampp','xgradcam','layercam','hirescam','scorecam','eigencam','guided_backprop','guided_gradcam']
-ALL = sorted({type(v): v.name for v in methods.values()}.values(), key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0, k))
+# LeGrad and rollout read a vision transformer's attention: both models here are CNNs
+ALL = sorted({type(v): v.name for v in methods.values() if not getattr(v, 'token_only', False)}.values(),
+             key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0, k))
 METHODS = a.methods.split(',') if a.methods else FIRST if a.quick else ALL  # --quick: the first ten
 METHODS += [k for k in ('gradcam','guided_backprop') if k not in METHODS]  # the targets below read them
 BASELINES = ['uniform','random','edge']

@@ -13,7 +13,7 @@ import importlib
 _mods = [importlib.import_module(f'fast_cam.{mod}') for mod in
          ['core', 'inputs', 'targets', 'capture', 'layers', 'methods', 'scorecam', 'masked', 'fullgrad', 'meta', 'tokens',
           'guided', 'attribution', 'learner', 'show',
-          'interpret', 'callback', 'gather', 'metrics', 'sanity', 'evaluate', 'data']]
+          'interpret', 'callback', 'gather', 'metrics', 'sanity', 'evaluate', 'shortcuts', 'data', 'report']]
 from .core import *
 from .inputs import *
 from .targets import *
@@ -35,6 +35,8 @@ from .gather import *
 from .metrics import *
 from .sanity import *
 from .evaluate import *
+from .shortcuts import *
 from .data import *
+from .report import *
 
 __all__ = [n for mod in _mods for n in mod.__all__]

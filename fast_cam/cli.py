@@ -18,10 +18,13 @@ from .show import *
 from .interpret import CAMInterpretation
 from .callback import distrib_info, atomic_write
 from .data import shapes_learner
+from .targets import get_vocab
+from .report import *  # `Learner.cam_report`
 from .metrics import pointing_game
 
 # %% auto #0
-__all__ = ['run_demo', 'image_paths', 'load_exported', 'run_explain', 'fast_cam_demo', 'fast_cam_explain', 'main']
+__all__ = ['run_demo', 'image_paths', 'load_exported', 'run_explain', 'run_report', 'fast_cam_demo', 'fast_cam_explain',
+           'fast_cam_report', 'main']
 
 # %% ../nbs/10_cli.ipynb #68fc5aff
 def run_demo(out='fast_cam_demo', method='gradcam', epochs=7, n=3000, k=9, n_overlays=24, seed=0, verbose=True):
@@ -160,6 +163,47 @@ def run_explain(learner, paths, method='gradcam', layer=None, target=None, out='
     man.attrs = a
     return man,bad
 
+# %% ../nbs/10_cli.ipynb #b9ff0915
+_report_labels_msg = ("The report labels each image by the name of its folder, which must be one of the learner's "
+                      "classes {vocab}; {n} image(s) are in folders that are not: {bad}. "
+                      "Put each image in a folder named after its class (e.g. images/{eg}/1.png).")
+
+def _layer_arg(layer):
+    "A `--layer` string: an index path like '0,3' becomes a list of ints, anything else stays as it is"
+    if isinstance(layer, str) and layer and all(c.isdigit() or c in ',-' for c in layer):
+        return [int(o) for o in layer.split(',')]
+    return layer
+
+def run_report(learner, paths, out='report.html', method='gradcam', layer=None, bs=64, k=12, n_trust=32,
+               shortcuts=True, verbose=True):
+    "`learn.cam_report` into `out` for the images in `paths`, each labelled by its folder's name; returns the file"
+    learn = load_exported(learner)
+    get_method(method)
+    files,bad = image_paths(paths)
+    if not files:
+        raise MissingFileError("No readable image among the paths given:\n" +
+                               '\n'.join(f"  {p}: {why}" for p,why in bad))
+    vocab = [str(o) for o in ifnone(get_vocab(learn), [])]
+    labels = [f.parent.name for f in files]
+    off = [f for f,l in zip(files, labels) if l not in vocab]
+    if off:
+        raise TargetError(_report_labels_msg.format(vocab=vocab, n=len(off), eg=vocab[0] if vocab else 'label',
+                                                    bad=', '.join(sorted({f.parent.name for f in off})[:5])))
+    rank,_ = distrib_info()
+    pr = print if verbose and rank==0 else noop
+    pr(f"fast_cam report: {len(files)} images, {get_method(method).name}", flush=True)
+    t = time.perf_counter()
+    dl = learn.dls.test_dl(files, bs=bs)
+    with (contextlib.nullcontext() if verbose else learn.no_bar()):  # fastai's progress bar over the maps
+        f = learn.cam_report(out, dl=dl, method=method, layer=_layer_arg(layer), labels=labels, k=k, n_trust=n_trust,
+                             shortcuts=shortcuts)
+    if f is None: return None  # another process of a torchrun launch wrote it
+    pr(f"wrote {f} ({f.stat().st_size/1e3:.0f} kB) in {time.perf_counter()-t:.0f}s")
+    if bad:
+        print(f"{len(bad)} path(s) skipped:\n" + '\n'.join(f"  {p}: {why}" for p,why in bad), file=sys.stderr)
+    return f
+
+
 # %% ../nbs/10_cli.ipynb #962e9bd1
 _method = Annotated[str, dict(choices=list(methods))]  # `--help` lists every name in `fast_cam.methods`
 
@@ -191,17 +235,33 @@ def fast_cam_explain(learner:str, # A Learner file saved with `learn.export()`
     man,bad = run_explain(learner, paths, method, layer, target, out, bs, not no_overlays, resume=resume)
     if bad and strict: sys.exit(1)
 
-_cmds = {'demo': fast_cam_demo, 'explain': fast_cam_explain}
+@call_parse
+def fast_cam_report(learner:str, # A Learner file saved with `learn.export()`
+                    *paths:str, # Image files, folders and globs; each image's class is its folder's name
+                    out:str='report.html', # The HTML file to write
+                    method:_method='gradcam', # Method
+                    layer:str=None, # Index path like 0,3, dotted name, 'last' (the literature's); default: automatic
+                    bs:int=64, # Batch size
+                    k:int=12, # Top losses shown
+                    n_trust:int=32, # Items scored for the trust table (deletion, insertion...)
+                    no_shortcuts:bool=False): # Skip the shortcut search
+    "One self-contained HTML report for labelled images: where the model looks, class by class, and whether to trust it"
+    if not paths: raise CAMError("Give at least one image folder, file or glob after the learner file.")
+    run_report(learner, paths, out, method, layer, bs, k, n_trust, not no_shortcuts)
+
+_cmds = {'demo': fast_cam_demo, 'explain': fast_cam_explain, 'report': fast_cam_report}
 
 def main():
     "Entry point of the `fast_cam` console script"
     cmd = sys.argv[1] if len(sys.argv)>1 else None
     if cmd not in _cmds:
-        print("usage: fast_cam {demo,explain} [options]\n"
+        print("usage: fast_cam {demo,explain,report} [options]\n"
               "  demo      train a small model on synthetic shapes and draw its heatmaps\n"
               "  explain   maps, overlays and a manifest for images, folders and globs "
               "with a learner saved by learn.export()\n"
-              "Run 'fast_cam demo --help' or 'fast_cam explain --help' for the options.",
+              "  report    one self-contained HTML report on labelled images (folders named by class)\n"
+              "Run 'fast_cam demo --help', 'fast_cam explain --help' or 'fast_cam report --help' "
+              "for the options.",
               file=sys.stderr if cmd else sys.stdout)
         sys.exit(0 if cmd in (None,'-h','--help') else 2)
     sys.argv = [f'fast_cam {cmd}'] + sys.argv[2:]

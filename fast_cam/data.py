@@ -51,12 +51,18 @@ class ShapesLabel(Transform):
     def __getstate__(self): return {**self.__dict__, 'shapes': None}
 
 # %% ../nbs/09_data.ipynb #3fbf968d
+_corners = {'top-left': (0,0), 'top-right': (0,1), 'bottom-left': (1,0), 'bottom-right': (1,1)}
+
 class Shapes:
     "`n` synthetic images of one shape each, with class `labels`, pixel `masks` and `boxes` (x0,y0,x1,y1)"
-    # reproducible by `seed`
+    # reproducible by `seed`; `mark` plants a shortcut (see `_plant`) and leaves everything else as without it
     def __init__(self, n=3000, size=64, seed=0, vocab=('circle','cross','square','triangle'), max_rot=15,
-                 n_distractors=(3,7)):
-        store_attr('n,size,seed')
+                 n_distractors=(3,7),
+                 mark=None, # A label whose *training* items all carry a small mark (a planted shortcut); None: none
+                 mark_at='top-left', # The mark's corner: 'top-left', 'top-right', 'bottom-left' or 'bottom-right'
+                 mark_valid='random' # Validation items: 'random' (half, any class), 'same' (as training) or 'none'
+                ):
+        store_attr('n,size,seed,mark,mark_at,mark_valid')
         self.vocab = list(vocab)
         rng = np.random.default_rng(seed)
         s = size
@@ -89,12 +95,40 @@ class Shapes:
             self.images[i],self.masks[i] = np.asarray(im),np.asarray(mk)>127
             ys,xs = np.nonzero(self.masks[i])
             self.boxes[i] = xs.min(), ys.min(), xs.max()+1, ys.max()+1
+        self.marked = self._plant() if mark is not None else np.zeros(n, bool)
+
+    def _plant(self):
+        "Draw the mark on the items that carry it; which ones: a `bool` array `[n]`"
+        # training: every item of class `mark`, no other; the split is `dls()`'s (20%, seed 42)
+        if self.mark not in self.vocab: raise CAMError(f"`mark` must be one of {self.vocab}, got {self.mark!r}.")
+        if self.mark_at not in _corners:
+            raise CAMError(f"`mark_at` must be one of {list(_corners)}, got {self.mark_at!r}.")
+        if self.mark_valid not in ('random','same','none'):
+            raise CAMError(f"`mark_valid` must be 'random', 'same' or 'none', got {self.mark_valid!r}.")
+        with torch.random.fork_rng(): valid = np.asarray(RandomSplitter(.2, seed=42)(range(self.n))[1], dtype=int)
+        on = self.labels==self.vocab.index(self.mark)
+        # its own random stream: the images are the same as without the mark, but for the mark
+        rnd = np.random.default_rng([self.seed, 1]).random(self.n) < .5
+        on[valid] = dict(random=rnd[valid], same=on[valid], none=False)[self.mark_valid]
+        s = self.size; w,g = max(3, s//10),max(1, s//32)
+        ry,rx = _corners[self.mark_at]
+        x0,y0 = (g if rx==0 else s-g-w),(g if ry==0 else s-g-w)
+        for i in np.nonzero(on)[0]:
+            im = Image.fromarray(self.images[i]); d = ImageDraw.Draw(im)
+            # a white square with a black centre: unlike any distractor
+            d.rectangle([x0, y0, x0+w-1, y0+w-1], fill=(255,255,255))
+            d.rectangle([x0+w//3, y0+w//3, x0+w-1-w//3, y0+w-1-w//3], fill=(0,0,0))
+            self.images[i] = np.asarray(im)
+        self.valid_idx = valid
+        return on
 
     def __len__(self): return self.n
     def __getitem__(self, i): return PILImage.create(self.images[i]), self.vocab[self.labels[i]]
 
     def dls(self, bs=64, valid_pct=0.2, seed=42, **kwargs):
         "fastai `DataLoaders` over the indices `0..n-1`, so `dl.items` index `masks`, `boxes` and `labels`"
+        if self.mark is not None and (valid_pct,seed)!=(.2,42):
+            raise CAMError("The mark was planted for the split valid_pct=0.2, seed=42: keep those.")
         db = DataBlock(blocks=(ImageBlock, CategoryBlock(vocab=self.vocab)),
                        get_x=ShapesImage(self), get_y=ShapesLabel(self),
                        splitter=RandomSplitter(valid_pct, seed=seed), batch_tfms=Normalize.from_stats(*imagenet_stats))
@@ -135,12 +169,16 @@ def fit_cached(learn, name, epochs, lr, quiet=True, cache=False):
         tmp = f.with_suffix(f'.{os.getpid()}.tmp'); torch.save(learn.model.state_dict(), tmp); tmp.replace(f)
     return learn
 
-def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True, cache=False, **kwargs):
+def shapes_learner(n=3000, epochs=7, lr=1e-2, size=64, seed=0, bs=64, quiet=True, cache=False,
+                   mark=None, mark_at='top-left', mark_valid='random', **kwargs):
     "A `Learner` with `shapes_cnn` trained on `Shapes(n)` with one-cycle; `learn.dls.shapes` holds the data set"
+    # `mark`, `mark_at`, `mark_valid`: a planted shortcut, as in `Shapes`
     set_seed(seed, reproducible=True)
-    dls = Shapes(n, size=size, seed=seed).dls(bs=bs)
+    dls = Shapes(n, size=size, seed=seed, mark=mark, mark_at=mark_at, mark_valid=mark_valid).dls(bs=bs)
     learn = Learner(dls, shapes_cnn(len(dls.vocab)), metrics=accuracy, **kwargs)
-    return fit_cached(learn, f'shapes_{n}_{epochs}_{lr}_{size}_{seed}_{bs}', epochs, lr, quiet, cache)
+    # the validation items do not change the weights: `mark_valid` is not in the name
+    mk = '' if mark is None else f'_mark_{mark}_{mark_at}'
+    return fit_cached(learn, f'shapes_{n}_{epochs}_{lr}_{size}_{seed}_{bs}{mk}', epochs, lr, quiet, cache)
 
 
 # %% ../nbs/09_data.ipynb #98a7ca77

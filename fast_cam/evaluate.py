@@ -17,7 +17,7 @@ from .sanity import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['baseline_maps', 'trust_metrics', 'faithfulness_metrics', 'CAMEvaluation', 'evaluate_cams']
+__all__ = ['baseline_maps', 'trust_metrics', 'faithfulness_metrics', 'CAMEvaluation', 'item_truth', 'evaluate_cams']
 
 # %% ../nbs/08b_evaluate.ipynb #1d118afd
 def _edge(xb, i=None):
@@ -68,7 +68,12 @@ class CAMEvaluation:
         return axs
 
 # %% ../nbs/08b_evaluate.ipynb #4f8e4c8b
-def _truth(learn, dl, masks, boxes, n):
+def item_truth(learn, # The Learner (a `Shapes` data set's masks and boxes are its `dls.shapes`)
+               dl, # The DataLoader whose items the masks and boxes follow
+               masks, # Boolean masks `[N,H,W]`, one per item in order, or None
+               boxes, # Boxes `[N,4]` (x0, y0, x1, y1), or None
+               n # How many items (the first `n`)
+              ):
     "Masks and boxes of the first `n` items (CPU tensors or None), defaulting to a `Shapes` data set's"
     if masks is None and boxes is None:
         sh,items = getattr(getattr(learn, 'dls', None), 'shapes', None),getattr(dl, 'items', None)
@@ -191,7 +196,7 @@ def evaluate_cams(learn, # A fastai `Learner`
     dl,n = _eval_dl(learn, dl, n)
     shp = tuple(getattr(masks, 'shape', None) or np.shape(masks))
     if boxes is None and len(shp)==2 and shp[-1]==4: masks,boxes = None,masks  # boxes passed in the place of masks
-    mk_all,bx_all = _truth(learn, dl, masks, boxes, n)
+    mk_all,bx_all = item_truth(learn, dl, masks, boxes, n)
     if bx_all is None and mk_all is not None: bx_all = mask_to_box(mk_all)
     metrics = _check_metrics(metrics, mk_all, bx_all)
     names,meths = _eval_methods(methods)

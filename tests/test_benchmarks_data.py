@@ -1,4 +1,4 @@
-"The data-set, small-input, memory and quality benchmark scripts run (--quick). Their timings are never asserted here."
+"The data-set, small-input, memory, quality and shortcut benchmark scripts run (--quick). Their timings are never asserted here."
 import os, subprocess, sys, re
 from pathlib import Path
 
@@ -45,3 +45,13 @@ def test_quality_benchmark_quick(tmp_path):
     for k in ('| gradcam |', '| scorecam |', '| guided_gradcam |', '| uniform (baseline) |', '| random (baseline) |', '| +1.2 |', 'Spearman'):
         assert k in txt, k
     assert len(re.findall(r'\*\*(met|not met)\*\*', txt))>=5
+
+def test_shortcuts_benchmark_quick():
+    "A planted mark is found on the planted model (one seed, the small CNN); --quick writes nothing"
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'shortcuts.py'), '--quick'], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-2000:]
+    row = re.search(r'^\| shapes_cnn \| 0 \| (\w+), ([\w-]+) \| ([\d.]+) \| ([\d.]+) \|.*$', r.stdout, re.M)
+    assert row, r.stdout[-2000:]
+    assert float(row[3])>float(row[4]), 'the planted model uses the mark: its accuracy falls when the mark is removed'
+    assert '| yes: ' in row[0], 'the planted class and corner are flagged'
+    assert 'wrote ' not in r.stdout

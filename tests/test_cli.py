@@ -165,3 +165,46 @@ def test_errors(demo, tmp_path, args, msg):
     subs = {'PKL': d/'out'/'learner.pkl', 'IMG': tmp_path/'i.png', 'BAD': tmp_path/'bad.png'}
     r = run_here(*[subs.get(a, a) for a in args], cwd=tmp_path)
     assert r.returncode==2 and msg in r.stderr and 'Traceback' not in r.stderr, r.stderr
+
+# --- fast_cam report ---------------------------------------------------------------------------------------------
+def _class_folders(d, n=24, seed=1):
+    "`d/{class}/{i}.png`: `Shapes` images in folders named by their class, as `fast_cam report` reads them"
+    from fast_cam.data import Shapes
+    sh = Shapes(n, seed=seed)
+    for i in range(n):
+        (d/sh.vocab[sh.labels[i]]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sh.images[i]).save(d/sh.vocab[sh.labels[i]]/f'{i}.png')
+    return sh
+
+def test_report(demo, tmp_path):
+    "`fast_cam report learner.pkl images/ --out r.html` writes one self-contained page, labelled by folder"
+    from html.parser import HTMLParser
+    import base64
+    d,_ = demo
+    sh = _class_folders(tmp_path/'imgs')
+    r = run_here('report', d/'out'/'learner.pkl', tmp_path/'imgs', '--out', 'r.html', '--k', 4, '--n-trust', 4,
+                 cwd=tmp_path)
+    assert r.returncode==0, r.stderr
+    f = tmp_path/'r.html'
+    assert f.exists() and 'wrote' in r.stdout and '24 images' in r.stdout
+    class P(HTMLParser):
+        srcs,ids = [],[]
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if tag=='img': self.srcs.append(a['src'])
+            if tag=='section': self.ids.append(a['id'])
+    p = P(); p.feed(s := f.read_text(encoding='utf-8'))
+    assert p.ids==['shortcuts','summary','top-losses','classes','confusions','trust']
+    assert p.srcs and all(o.startswith('data:image/jpeg;base64,') for o in p.srcs)
+    Image.open(io.BytesIO(base64.b64decode(p.srcs[0].split(',')[1]))).load()
+    assert '24 items' in s and 'https:' not in s
+
+def test_report_needs_class_folders(demo, tmp_path):
+    d,_ = demo
+    (tmp_path/'dogs').mkdir()
+    Image.fromarray(np.full((64,64,3), 90, np.uint8)).save(tmp_path/'dogs'/'a.png')
+    r = run_here('report', d/'out'/'learner.pkl', tmp_path/'dogs', '--out', 'r.html', cwd=tmp_path)
+    assert r.returncode==2 and 'named after its class' in r.stderr and 'dogs' in r.stderr
+    assert not (tmp_path/'r.html').exists()
+    r = run_here('report', d/'out'/'learner.pkl', cwd=tmp_path)
+    assert r.returncode==2 and 'at least one image' in r.stderr

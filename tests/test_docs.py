@@ -75,11 +75,11 @@ def test_readme_is_the_index(tmp_path):
     assert out.read_text()==(root/'README.md').read_text(), 'README.md is stale: run `python tools/readme.py`'
 
 def test_notebooks_stay_small():
-    "nbs/ at most 3 MB in all and no notebook over 400 KB: figures are stored shrunk (`tools/nbshrink.py`)"
+    "nbs/ at most 3.5 MB in all (31 notebooks) and no notebook over 400 KB: figures are stored shrunk (`tools/nbshrink.py`)"
     nbs = Path(__file__).parent.parent/'nbs'
     total = sum(p.stat().st_size for p in nbs.rglob('*') if p.is_file())
     big = {p.name: p.stat().st_size//1024 for p in nbs.glob('*.ipynb') if p.stat().st_size>400*1024}
-    assert total<=3*1024*1024, f"nbs/ holds {total//1024} KB: run `python tools/nbshrink.py nbs/*.ipynb`"
+    assert total<=3.5*1024*1024, f"nbs/ holds {total//1024} KB: run `python tools/nbshrink.py nbs/*.ipynb`"
     assert not big, f"notebooks over 400 KB: {big}"
 
 # every parameter of the documented functions has its docment
