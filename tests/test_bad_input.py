@@ -62,7 +62,8 @@ def test_cam_functional_relu_head():
 @pytest.mark.parametrize('method', ['eigencam', 'guided_backprop', 'guided_gradcam', 'scorecam'])
 def test_target_all_refused(learn, files, method):
     "Methods with one target per item refuse target='all' and say which methods take it"
-    with pytest.raises(TargetError, match="supported by cam, gradcam"): learn.heatmap(files, method=method, target='all')
+    with pytest.raises(TargetError, match="supported by cam, eigengradcam, gradcam"):
+        learn.heatmap(files, method=method, target='all')
 
 def test_unknown_method(learn, files):
     with pytest.raises(CAMError, match="Did you mean 'gradcam'"): learn.heatmap(files, method='gradcma')

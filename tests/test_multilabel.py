@@ -110,13 +110,14 @@ def test_class_grads_shapes():
 
 @pytest.mark.parametrize('method', ['eigencam','scorecam','guided_backprop','guided_gradcam'])
 def test_all_refused_says_what_to_pass(mlearn, batch, method):
-    with pytest.raises(TargetError, match=r"supported by cam, gradcam.*target=c\) for c in range"): mlearn.heatmap(batch[0], method, target='all')
+    with pytest.raises(TargetError, match=r"supported by cam, eigengradcam, gradcam.*target=c\) for c in range"): mlearn.heatmap(batch[0], method, target='all')
 
 def test_method_traits():
     "Traits are attributes of the method, not matched by name"
     assert [get_method(o).guided for o in ('gradcam','guided_backprop','guided_gradcam')]==[False,True,True]
     assert not get_method('guided_backprop').has_layer and get_method('guided_gradcam').has_layer
-    assert {k for k,o in methods.items() if o.supports_all}=={'cam','gradcam','gradcampp','gradcamplusplus','xgradcam','layercam','hirescam'}
+    assert {k for k,o in methods.items() if o.supports_all}=={'cam','gradcam','gradcampp','gradcamplusplus','xgradcam','layercam',
+                                                              'hirescam','gradcam_elementwise','gradcamelementwise','eigengradcam'}
     import fast_cam.show, fast_cam.interpret, fast_cam.callback, fast_cam.gather, fast_cam.metrics, fast_cam.sanity, fast_cam.evaluate
     for mod in (fast_cam.show, fast_cam.interpret, fast_cam.callback, fast_cam.gather, fast_cam.metrics, fast_cam.sanity, fast_cam.evaluate):
         assert not hasattr(mod, '_is_guided') and not re.search(r"\.name\s*(==|in)\s*[('\"]", inspect.getsource(mod))
