@@ -303,7 +303,7 @@ class CAMCallback(Callback):
         with keep_rng(): self._log(epoch)
 
     def _log(self, epoch):
-        "Send the last record to TensorBoard and W&B when in use: one image per item, tagged `CAMHistory.tags`"
+        "Send the last record to TensorBoard and W&B when in use: one image per item, tagged by the history's `tags`"
         if rank_distrib(): return
         tb = _tb_writer(self.learn, self._writer) if self.tensorboard else None
         run,wcb = _wandb_run(self.learn, self.wandb)
