@@ -1,7 +1,7 @@
 """Every method of fast_cam against its peer's implementation, on the same model and input, in one run: time and peak memory.
 
     python benchmarks/methods.py                  # 224 px inputs, 5 repetitions; writes benchmarks/METHODS.md
-    python benchmarks/methods.py --quick          # 64 px, 1 image, 1 repetition, no memory: only shows that it runs
+    python benchmarks/methods.py --quick          # 64 px, 1 image, 1 call, no memory: only shows that it runs
     python benchmarks/methods.py --only ablationcam,fullgrad
 
 The cases come from `benchmarks/peers/*.py` (one file per fast_cam module, each a list `CASES` of `peers.Case`). For each
@@ -77,9 +77,10 @@ def peak(name, lib):
     try: return json.loads(r.stdout.strip().splitlines()[-1])['peak']
     except Exception: return float('nan')
 
-def timeit(fs, reps):
-    "Median seconds of each callable in `fs`, interleaved, after one warm-up call each"
-    for f in fs.values(): f(); sync()
+def timeit(fs, reps, warm=True):
+    "Median seconds of each callable in `fs`, interleaved, after one warm-up call each (`warm`)"
+    if warm:
+        for f in fs.values(): f(); sync()
     ts = {k:[] for k in fs}
     for _ in range(reps):
         for k,f in fs.items():
@@ -89,7 +90,7 @@ def timeit(fs, reps):
 rows = []
 for name,c in CASES.items():
     fs = {lib:make(c, lib) for lib in ('fast_cam', 'peer', 'gradcam')}
-    t = timeit(fs, a.reps)
+    t = timeit(fs, a.reps, warm=not a.quick)  # --quick: one call each, no warm-up
     mem = {} if a.no_memory else {lib:peak(name, lib) for lib in ('fast_cam','peer')}
     rows.append(dict(name=name, peer=c.peer, model=c.model, n=1 if a.quick else c.n, ours=t['fast_cam'], theirs=t['peer'],
                      ratio=t['fast_cam']/t['peer'], vs_gradcam=t['fast_cam']/t['gradcam'], gradient=c.gradient,

@@ -25,7 +25,7 @@ p.add_argument('--reps', type=int, default=7)
 p.add_argument('--sizes', default='1000,10000', help='data set sizes for the memory table')
 p.add_argument('--out', default=str(HERE/'RESULTS.md'))
 a = p.parse_args()
-if a.quick: a.reps = min(a.reps, 3)
+if a.quick: a.reps = 1
 torch.set_num_threads(a.threads)
 
 def learner(arch, size, n=1200, seed=0):
@@ -110,7 +110,7 @@ def memory_and_processes():
     learn = learner(resnet34, 64, n=300)
     learn.export(tmp/'learner.pkl')
     sizes = [int(o) for o in a.sizes.split(',')]
-    if a.quick: sizes = [200, 400]
+    if a.quick: sizes = [100, 200]
     mem = []
     for n in sizes:
         folder = write_folder(tmp/f'imgs{n}', n)

@@ -244,15 +244,19 @@ def _sec_shortcuts(sc, draw, vocab, n_items, gray):
     if not fs:
         return ('<div class="card ok"><b>No shortcut found.</b> For no class does the attention sit in one place '
                 'whatever the object\'s position, on the border, or away from the evidence the model uses.</div>')
-    out = [f'<p><b>{len(fs)} possible shortcut{"s"*(len(fs)>1)}</b>: check these before trusting the model.</p>']
-    for f in fs:
-        items = list(f.items)[:n_items]
+    groups = {}  # one card per class and region: the checks that agree on a place are one shortcut
+    for f in fs: groups.setdefault((f.cls, f.region), []).append(f)
+    k = len(groups)
+    out = [f'<p><b>{k} possible shortcut{"s"*(k>1)}</b>' + (f' ({len(fs)} findings)' if len(fs)>k else '') +
+           ': check these before trusting the model.</p>']
+    for (cls,region),g in groups.items():
+        items = list(g[0].items)[:n_items]  # the examples of the finding that holds the most items
         draw.load(items)
-        figs = [_fig(draw(gray, f.mean_map, guided=False), 'mean map of the class', cls='mean')]
+        figs = [_fig(draw(gray, g[0].mean_map, guided=False), 'mean map of the class', cls='mean')]
         figs += [_fig(draw.item(i), f'item {i}') for i in items]
-        out.append(f'<div class="card warn"><h3>{_esc(f.cls)}: {_esc(_kinds.get(f.kind, f.kind))} '
-                   f'({_esc(f.region)})</h3><p>{_esc(f.evidence)} <span class="mut">(score {f.score:.2f}, '
-                   f'flagged above {f.threshold:.2f})</span></p>'
+        why = ''.join(f'<p><b>{_esc(_kinds.get(f.kind, f.kind)).capitalize()}.</b> {_esc(f.evidence)} '
+                      f'<span class="mut">(score {f.score:.2f}, flagged above {f.threshold:.2f})</span></p>' for f in g)
+        out.append(f'<div class="card warn"><h3>{_esc(cls)}: {_esc(region)}</h3>{why}'
                    f'<div class="grid">{"".join(figs)}</div></div>')
     return ''.join(out)
 

@@ -68,8 +68,8 @@ def sbatch(slearn):
 
 @pytest.fixture(scope='session')
 def trained():
-    "The demo's model: 3,000 shapes, 7 epochs (about 40 s on two cores), trained once for the session"
-    return shapes_learner()
+    "The demo's model: 3,000 shapes, 7 epochs, from the cache the docs share (test_data.py trains it from scratch)"
+    return shapes_learner(cache=True)
 
 def small_cnn(n_out=5):
     "A tiny CNN (16 channels at the explained layer, index path [3]) so that Score-CAM costs a few dozen forwards"

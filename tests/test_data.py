@@ -1,6 +1,11 @@
 "`fast_cam.data`: the synthetic `Shapes` set (deterministic, masks and boxes where the shapes are) and the demo model trained on it."
-import torch, numpy as np
+import pytest, torch, numpy as np
 from fast_cam.all import *
+
+@pytest.fixture(scope='module')
+def trained():
+    "The demo's model trained here from scratch (3,000 shapes, 7 epochs; about 40 s on two cores), not read from the cache"
+    return shapes_learner()
 
 def test_shapes_deterministic_and_consistent():
     a,b,c = Shapes(60, seed=3),Shapes(60, seed=3),Shapes(60, seed=4)
