@@ -178,15 +178,22 @@ class Shortcuts:
         return axs
 
 # %% ../nbs/08c_shortcuts.ipynb #26641651
-def _check(hit, ok, inc, a, min_share, ref=None):
+def _check(hit, ok, inc, a, min_share, ref=None, pred=None):
     "Hits of the class's items `inc` against the other classes' (and its own `ref` hits when given), at level `a`"
-    # only the items `ok` count; `ref`: the hits the class would have if its maps followed its objects
-    c_,o_ = inc&ok,~inc&ok
+    # only the items `ok` count; `ref`: the hits the class would have if its maps followed its objects.
+    # `pred`: the predicted classes; with three other classes or more, the one with the fewest hits is left out of the
+    # reference, so that one class on a shortcut does not make all the others look alike
+    c_,o_,left = inc&ok,~inc&ok,False
+    if pred is not None:
+        others = [c for c in pred[o_].unique().tolist()]
+        if len(others)>=3:  # of two, the one kept would be the whole reference
+            low = min(others, key=lambda c: float(hit[o_&(pred==c)].float().mean()))
+            o_,left = o_&(pred!=low),True
     k,n,ko,no = int(hit[c_].sum()),int(c_.sum()),int(hit[o_].sum()),int(o_.sum())
     kc = critical_k(n, ko, no, a)
     if ref is not None: kc = max(kc, critical_k(n, int(ref[c_].sum()), n, a))
     share = k/max(n,1)
-    return dict(k=k, n=n, share=share, other=ko/max(no,1), thr=max(kc/max(n,1), min_share))
+    return dict(k=k, n=n, share=share, other=ko/max(no,1), thr=max(kc/max(n,1), min_share), left_out=left)
 
 def _modal(reg, sel):
     "The most frequent region of the items `sel`"
@@ -206,13 +213,14 @@ def _row_findings(c, lbl, st, hits, g, preds, n_items, p):
     for kind,t in st.items():
         if not t['share']>=t['thr']: continue
         sel,region = hits[kind]
+        vs = "the other classes" + (" (all but the one least like it)" if t.get('left_out') else '')
         if kind=='evidence_elsewhere':
             ev = (f"For {t['k']} of {t['n']} items of '{lbl}' ({t['share']:.0%}) the prediction survived masking "
-                  f"the top {p}% of the map and not masking the rest, against {t['other']:.0%} for the other classes: "
+                  f"the top {p}% of the map and not masking the rest, against {t['other']:.0%} for {vs}: "
                   "the evidence lies elsewhere.")
         else:
             ev = (f"{t['k']} of the {t['n']} maps of '{lbl}' ({t['share']:.0%}) " + what[kind].format(region=region) +
-                  f", against {t['other']:.0%} for the other classes" +
+                  f", against {t['other']:.0%} for {vs}" +
                   (f", and {t['obj']:.0%} of its objects reach it" if 'obj' in t else '') + '.')
         out.append((t['k'], Finding(lbl, kind, region, t['share'], t['thr'], ev, _top(sel, conf, n_items), g)))
     return out
@@ -258,16 +266,16 @@ def find_shortcuts(learn, # A fastai `Learner` (a single-label classifier)
                    precision=float((targs[inc]==c).float().mean()) if targs is not None and inc.any() else float('nan'))
         st,hits = {},{}
         # the region whose test is nearest to (or furthest past) its threshold
-        ts = [_check(reg==r, ok, inc, a, min_share, None if mk is None else reach[:,r]) for r in range(len(regions))]
+        ts = [_check(reg==r, ok, inc, a, min_share, None if mk is None else reach[:,r], pred) for r in range(len(regions))]
         r = int(np.argmax([t['share']-t['thr'] for t in ts]))
         st['same_place'],hits['same_place'] = ts[r],(sel&(reg==r), regions[r])
         if mk is not None: ts[r]['obj'] = float(reach[sel,r].float().mean()) if sel.any() else 0.
-        st['border'],hits['border'] = _check(bord, ok, inc, a, min_share),(sel&bord, _modal(reg, sel&bord))
+        st['border'],hits['border'] = _check(bord, ok, inc, a, min_share, pred=pred),(sel&bord, _modal(reg, sel&bord))
         if mk is not None:
-            st['outside_object'] = _check(outside, ok, inc, a, min_share)
+            st['outside_object'] = _check(outside, ok, inc, a, min_share, pred=pred)
             hits['outside_object'] = (sel&outside, _modal(reg, sel&outside))
         if kept is not None:
-            t = _check(kept, ok, inc, a, min_share)
+            t = _check(kept, ok, inc, a, min_share, pred=pred)
             st['evidence_elsewhere'],hits['evidence_elsewhere'] = t,(sel&kept, _modal(reg, sel&kept))
         row.update(place_region=regions[r])
         for kind,t in st.items():
