@@ -16,9 +16,14 @@ __all__ = ['takes_channels', 'image_type', 'to_batch', 'dry_input']
 
 # %% ../nbs/00a_inputs.ipynb #36220d08
 def _in_channels(m):
-    "fastai's `in_channels`, or `None` for a model without a convolution"
-    try: return in_channels(as_model(m))
-    except Exception: return None
+    "fastai's `in_channels` (the first 4-D weight of a leaf module), or `None` for a model without a convolution"
+    # the same walk as fastai's `flatten_model`, stopped at the first hit: it runs on every call, not once per model
+    try:
+        for l in as_model(m).modules():
+            w = getattr(l, 'weight', None)
+            if isinstance(w, Tensor) and w.ndim==4 and next(l.children(), None) is None: return w.shape[1]
+    except Exception: pass
+    return None
 
 # per model: (channels, size, modules) -> does one forward at that shape run
 _runs_on = weakref.WeakKeyDictionary()
