@@ -53,3 +53,12 @@ def test_sampled_vs_torchcam(arch, x, meth):
     e = rel_err(ours, peer.to(ours))
     print(f'{name} {meth}: rel err vs torchcam {e:.2e}')
     assert e<=1e-5
+
+@pytest.mark.parametrize('meth', ['sscam', 'iscam'])
+def test_sampled_maps_do_not_depend_on_batching(meth):
+    "Each (sample, channel) has its own noise: an item's map is the same alone or in a batch, and for any `bs`"
+    from conftest import small_cnn, small_x
+    m,xb = small_cnn(),small_x(3)
+    ref = explain(m, xb, meth, layer=[3], n_samples=3, bar=False)
+    torch.testing.assert_close(explain(m, xb, meth, layer=[3], n_samples=3, bs=5, bar=False), ref, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(explain(m, xb[1:2], meth, layer=[3], n_samples=3, bar=False), ref[1:2], rtol=1e-5, atol=1e-7)
