@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py             # the full table, written to benchmarks/RESULTS.md (about 25 minutes on 2 cores, training included)
     python benchmarks/speed.py --quick     # tiny inputs, 1 repetition: only shows that the script works
+    python benchmarks/speed.py --only scorecam   # one case: its section of RESULTS.md is replaced, the rest kept
 
 Every method is timed against a reference that does the least work the method could possibly do: a no-grad forward for the
 CAM family, one forward plus one backward to the input for guided backprop. The timings of fast_cam, each peer and the
@@ -273,6 +274,20 @@ def main():
     for c in cases:
         t = table(c, run_case(c))
         print(t+'\n', flush=True); out.append(t+'\n')
-    if not a.quick: Path(a.out).write_text('\n'.join(out))
+    if a.quick: return
+    if a.only and Path(a.out).exists(): merge(Path(a.out), out[len(head):])
+    else: Path(a.out).write_text('\n'.join(out))
+
+def merge(path, new):
+    "Replace the sections (`### title`) of the cases run with `--only` in an existing RESULTS.md; the others stay as they were"
+    old = path.read_text().split('\n### ')
+    note = f"Run alone on {datetime.date.today()} (`--only`), {torch.get_num_threads()} threads.\n\n"
+    for t in new:
+        title = t.split('\n')[0][4:]
+        body = t[4:].replace('\n\n', '\n\n'+note, 1)
+        i = next((i for i,o in enumerate(old) if o.split('\n')[0]==title), None)
+        if i is None: old.append(body)
+        else: old[i] = body + ('\n' if old[i].endswith('\n') else '')
+    path.write_text('\n### '.join(old))
 
 if __name__=='__main__': main()

@@ -12,6 +12,7 @@ from .capture import *
 from .layers import *
 from .methods import *
 from .scorecam import *
+from .scorecam import _fills
 from fastai.vision.all import *
 
 # %% auto #0
@@ -45,6 +46,8 @@ class MaskedCAM(CAMMethod):
         o = {k:ifnone(kwargs.get(k), getattr(self, k)) for k in self.options if k!='fuse'}
         if o['select'] not in ('taylor','variance','gradcam'):
             raise CAMError(f"`select` must be one of 'taylor', 'variance', 'gradcam', got {o['select']!r}.")
+        if 'fill' in o and o['fill'] not in _fills:
+            raise CAMError(f"`fill` must be one of {', '.join(map(repr, _fills))}, got {o['fill']!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
         kmax,sel = o['max_channels'],o['select']
@@ -131,7 +134,7 @@ class _SampledCAM(MaskedCAM):
         # the mean over the samples (a callable target's layout may repeat a job: the mean counts it as often)
         tot,cnt = a.new_zeros(n, k+1),a.new_zeros(n, k+1)
         tot.index_put_((I,J), s, accumulate=True); cnt.index_put_((I,J), torch.ones_like(s), accumulate=True)
-        return softmax_weights(tot/cnt.clamp_min(1), chans, const, o['fill'])
+        return softmax_weights(tot/cnt.clamp_min(1), chans, const, o['fill'], masks)
 
 class SSCAM(_SampledCAM):
     "SS-CAM, Wang et al. 2020 (arXiv:2006.14255): Score-CAM over masks with Gaussian noise, `noise` of std `std`"
@@ -139,15 +142,27 @@ class SSCAM(_SampledCAM):
     options = ('bs','n_samples','std','seed','max_channels','select','fill','bar','fuse')
     def __init__(self, bs=32, n_samples=35, std=2., seed=0, max_channels=None, select='taylor', fill='min', bar=None):
         store_attr()
+    block = 64  # channels whose noise one generator draws
+    def noise_block(self, s, b, hw, std=None, seed=None, device=None):
+        "The noise `[block,H,W]` of channels `block*b` to `block*(b+1)-1` in sample `s`, from one generator seeded by (seed, s, b)"
+        g = torch.Generator(device=device).manual_seed(((ifnone(seed, self.seed)*1_000_003+s)*1_000_003+b) % 2**63)
+        return torch.randn(self.block, *hw, generator=g, device=device)*ifnone(std, self.std)
     def noise(self, s, j, hw, std=None, seed=None, device=None):
         "The noise `[H,W]` added to channel `j`'s upsampled mask in sample `s`: the same for every item and batch"
-        g = torch.Generator(device=device).manual_seed(((ifnone(seed, self.seed)*1_000_003+s)*1_000_003+j) % 2**63)
-        return torch.randn(*hw, generator=g, device=device)*ifnone(std, self.std)
+        return self.noise_block(s, j//self.block, hw, std, seed, device)[j%self.block]
     def perturb(self, mk, S, J, o):
         if not o['std']: return mk
-        z = torch.stack([self.noise(s, j, mk.shape[-2:], o['std'], o['seed'], mk.device)
-                         for s,j in zip(S.tolist(), J.tolist())])
-        return mk+z[:,None].to(mk.dtype)
+        # rows come sample by sample: a sample's blocks are drawn once and kept (up to 64 MB) while its rows last
+        cache,z,hw = o.setdefault('_blocks', {}),[],mk.shape[-2:]
+        keep = max(2, 2**24//(self.block*hw[0]*hw[1]))
+        for s,j in zip(S.tolist(), J.tolist()):
+            key = (s, j//self.block)
+            if key not in cache:
+                if any(o_[0]!=s for o_ in cache): cache.clear()  # a new sample: the last one's rows are done
+                elif len(cache)>=keep: cache.pop(next(iter(cache)))
+                cache[key] = self.noise_block(s, key[1], hw, o['std'], o['seed'], mk.device)
+            z.append(cache[key][j%self.block])
+        return mk+torch.stack(z)[:,None].to(mk.dtype)
 
 class ISCAM(_SampledCAM):
     "IS-CAM, Naidu et al. 2020 (arXiv:2010.03023): Score-CAM over masks scaled by the integration coefficients"

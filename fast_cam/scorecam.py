@@ -14,7 +14,8 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'output_rows', 'mask_jobs', 'softmax_weights', 'ScoreCAM']
+__all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'gp_regress', 'gp_scores', 'output_rows', 'mask_jobs',
+           'softmax_weights', 'next_channels', 'ScoreCAM']
 
 # %% ../nbs/02a_scorecam.ipynb #3e5c9966
 def _lin_interp(n_in, n_out, device=None):
@@ -40,6 +41,35 @@ def channel_info(select, a, grad=None, xgrad=None, xb=None):
     # first order: y(x*M_k) ~ y(x) - <grad(y)*x, 1-M_k>, so rank by <grad(y)*x, M_k>, on the small maps via the adjoint
     gx = up_adjoint((xgrad*xb.float()).sum(1), a.shape[-2:])
     return (channel_masks(a)*gx[:,None]).sum((2,3))
+
+
+# %% ../nbs/02a_scorecam.ipynb #fb75d87f
+def gp_regress(X, # `[m,d]`: the points with a known value
+               y, # `[m]`: their values
+               Xs, # `[p,d]`: the points to predict
+               ell, # The RBF kernel's length scale
+               noise=1e-2): # The noise variance, relative to `y`'s standardised variance
+    "Mean and standard deviation at `Xs` of a Gaussian-process regression of `y` on `X` (RBF kernel, `y` standardised)"
+    X,y,Xs = X.double(),y.double(),Xs.double()
+    mu0,sd0 = y.mean(),(y.std().clamp_min(1e-8) if len(y)>1 else y.new_tensor(1.))
+    K = lambda A,B: torch.exp(-torch.cdist(A, B).square()/(2*ell**2))
+    L = torch.linalg.cholesky(K(X, X) + noise*torch.eye(len(X), dtype=X.dtype, device=X.device))
+    Ks = K(Xs, X)
+    mu = (Ks @ torch.cholesky_solve(((y-mu0)/sd0)[:,None], L))[:,0]
+    var = (1 - (Ks*torch.cholesky_solve(Ks.T, L).T).sum(1)).clamp_min(0)
+    return mu0+sd0*mu,sd0*var.sqrt()
+
+def gp_scores(X, # `[k,d]`: one item's channel masks, flattened
+              s, # `[k]`: the channels' scores, where known
+              known, # `[k]` bool: the channels scored
+              z=None, # The zero mask's score, when it was scored (a known point at the origin)
+              ell=None): # The length scale: by default the median distance between the masks
+    "Mean and sd of the scores of the channels not `known` (in order), predicted from the scored masks' scores"
+    X,s,known = X.detach().double().cpu(),s.detach().double().cpu(),known.cpu()
+    if ell is None: ell = torch.cdist(X, X).median().clamp_min(1e-6)
+    Xk,yk = X[known],s[known]
+    if z is not None: Xk,yk = torch.cat([Xk, X.new_zeros(1, X.shape[1])]),torch.cat([yk, yk.new_tensor([float(z)])])
+    return gp_regress(Xk, yk, X[~known], ell)
 
 
 # %% ../nbs/02a_scorecam.ipynb #7f06dbec
@@ -89,37 +119,66 @@ def mask_jobs(chans, # Per item, the channels to score (a tensor of indices)
     J = torch.stack([o[torch.arange(r, device=dev).clamp_max(len(o)-1)] for o in per], 1).flatten()
     return torch.arange(n, device=dev).repeat(r),J,max(1, bs//n)*n
 
+_fills = ('gp','min','mean','zero')
 def softmax_weights(scores, # `[n,k+1]`: each item's scores of its channels' masks (`scores[:,k]`: the zero mask's)
                     chans, # Per item, the channels scored
                     const, # `[n,k]`: the channels that took the zero mask's score
-                    fill): # The score of the channels not scored: 'min', 'mean' or 'zero' (no share)
+                    fill, # The score of the channels not scored: 'gp' (predicted from their masks), 'min', 'mean' or 'zero' (no share)
+                    masks=None): # `[n,k,h,w]`: the channels' masks, for `fill='gp'`
     "Score-CAM's weights `[n,k]`: the softmax of each item's scores (`scores[:,k]` is the zero mask's)"
     n,k = scores.shape[0],scores.shape[1]-1
     w = scores.new_zeros(n, k)
     for i,ch in enumerate(chans):
         s = torch.where(const[i,ch], scores[i,k], scores[i,ch])
-        if len(ch)==k or fill=='zero': w[i,ch] = s.softmax(0)
-        else:
-            # channels not scored keep a share of the softmax: the lowest score of the scored ones, or their mean
-            full = s.new_full((k,), float(s.min() if fill=='min' else s.mean())); full[ch] = s
-            w[i] = full.softmax(0)
+        if len(ch)==k or fill=='zero': w[i,ch] = s.softmax(0); continue
+        full = s.new_zeros(k); full[ch] = s
+        if fill=='gp':
+            # channels not scored get the score their mask predicts; the constant ones the zero mask's, if it was scored
+            known = torch.isin(torch.arange(k, device=s.device), ch)
+            zk = bool(const[i,ch].any())
+            z,use = (scores[i,k],~const[i]) if zk else (None,torch.ones_like(known))
+            if zk: full[const[i]] = z; known |= const[i]
+            if not known.all(): full[~known] = gp_scores(masks[i].flatten(1)[use], full[use], known[use], z)[0].to(full)
+        # or the lowest score of the scored ones (a share of the softmax, not more than any scored channel), or their mean
+        else: full[~torch.isin(torch.arange(k, device=s.device), ch)] = float(s.min() if fill=='min' else s.mean())
+        w[i] = full.softmax(0)
     return w
+
+def next_channels(masks, # `[k,h,w]`: one item's channel masks
+                  scores, # `[k+1]`: their scores where scored, and the zero mask's last
+                  scored, # `[k]` bool: the channels scored
+                  const, # `[k]` bool: the constant channels, scored by the zero mask
+                  norm, # `[k]`: the size (L2 norm) of each channel's activation map
+                  n_new): # How many channels to pick
+    "The `n_new` channels not yet scored that a Gaussian process over their masks expects to add most to the map"
+    k = len(scored)
+    zk = bool((scored & const).any())
+    use = ~const if zk else torch.ones_like(scored)
+    cand = (use & ~scored).nonzero()[:,0]
+    if len(cand)==0 or not (scored & use & ~const).any(): return cand[:n_new] if len(cand) else scored.nonzero()[:1,0]
+    z = scores[k] if zk else None
+    mu,sd = gp_scores(masks.flatten(1)[use], scores[:k][use], scored[use], z)
+    top = scores[:k][scored & ~const].max() if z is None else torch.maximum(scores[:k][scored & ~const].max(), z)
+    # its possible share of the softmax beyond what is known, times its map's size
+    gain = torch.exp(mu-top.double().cpu())*torch.expm1(sd)*norm[cand].double().cpu()
+    return cand[gain.topk(min(n_new, len(cand))).indices.to(cand.device)]
 
 class ScoreCAM(CAMMethod):
     "Score-CAM, Wang et al. 2020 (arXiv:1910.01279); `max_channels` scores only the channels likeliest to score high"
     # one target per item: C classes would cost C times the masked forwards
     name,needs_grad,supports_all = 'scorecam',False,False
-    options = ('bs','max_channels','select','fill','bar','fuse')
-    def __init__(self, bs=32, max_channels=None, select='taylor', fill='min', bar=None): store_attr()
+    options = ('bs','max_channels','select','fill','rounds','bar','fuse')
+    def __init__(self, bs=32, max_channels=None, select='taylor', fill='gp', rounds=5, bar=None): store_attr()
 
     def compute(self, m, xb, target=None, layer=None, vocab=None, bs=None, max_channels=None, select=None, fill=None,
-                bar=None, fuse='max', reshape=None):
+                rounds=None, bar=None, fuse='max', reshape=None):
         self.check_target(target)
         bs,kmax,bar = ifnone(bs, self.bs),ifnone(max_channels, self.max_channels),ifnone(bar, self.bar)
-        select,fill = ifnone(select, self.select),ifnone(fill, self.fill)
+        select,fill,rounds = ifnone(select, self.select),ifnone(fill, self.fill),ifnone(rounds, self.rounds)
         if select not in _selects:
             raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
-        if fill not in ('min','mean','zero'): raise CAMError(f"`fill` must be 'min', 'mean' or 'zero', got {fill!r}.")
+        if fill not in _fills: raise CAMError(f"`fill` must be one of {', '.join(map(repr, _fills))}, got {fill!r}.")
+        if not isinstance(rounds, int) or rounds<1: raise CAMError(f"`rounds` must be a positive int, got {rounds!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
         fast = kmax is not None
@@ -130,32 +189,48 @@ class ScoreCAM(CAMMethod):
         maps = []
         for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape)):
             with no_autocast(xb): info = channel_info(select, a, g, c.xgrad, xb) if fast else None
-            maps.append(self._one(m, xb, a, c.idx, fn, bs, kmax, info, fill, bar))
+            maps.append(self._one(m, xb, a, c.idx, fn, bs, kmax, info, fill, rounds, bar))
         return fuse_maps(maps, fuse).float(), c.out  # float32 for a float64 model too
 
-    def _one(self, m, xb, a, idx, fn, bs, kmax, info, fill, bar):
+    def _one(self, m, xb, a, idx, fn, bs, kmax, info, fill, rounds, bar):
         "The map of one layer's activations `a`: the channels' masks scored by masked forwards, softmax-weighted"
         m,(n,k) = as_model(m),a.shape[:2]
         masks = torch.cat([channel_masks(a), torch.zeros_like(a[:,:1])], 1)  # channel k: the zero mask
         const = (a.amax((2,3))==a.amin((2,3)))  # these channels all give the zero mask
-        full = kmax is None or kmax>=k
-        chans = [torch.arange(k, device=a.device) if full else info[i].topk(kmax).indices for i in range(n)]
-        I,J,step = mask_jobs(chans, const, k, n, fn, bs)
-        H,W = xb.shape[-2:]
-        def _make(sl):
-            mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False)
-            mk = mk.to(xb.dtype)
-            return (xb if n==1 else xb[I[sl]])*mk
-        def _read(sl, out):
-            if fn is None: return out.float().gather(1, idx[I[sl]][:,None])[:,0].to(a.dtype)
-            r = sl.stop-sl.start
-            return torch.cat([target_scores(fn, output_rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(a.dtype)
         scores = torch.zeros(n, k+1, device=a.device, dtype=a.dtype)
-        scores[I,J] = batched_forward(m, _make, len(I), step, _read, bar or (bar is None and -(-len(I)//step)>=20))
-        w = softmax_weights(scores, chans, const, fill)
+        H,W = xb.shape[-2:]
+        def _score(chans):
+            "One masked forward per item and channel in `chans` (one per item for its constant ones), into `scores`"
+            I,J,step = mask_jobs(chans, const, k, n, fn, bs)
+            def _make(sl):
+                mk = F.interpolate(masks[I[sl],J[sl]][:,None], size=(H,W), mode='bilinear', align_corners=False)
+                mk = mk.to(xb.dtype)
+                return (xb if n==1 else xb[I[sl]])*mk
+            def _read(sl, out):
+                if fn is None: return out.float().gather(1, idx[I[sl]][:,None])[:,0].to(a.dtype)
+                r = sl.stop-sl.start
+                return torch.cat([target_scores(fn, output_rows(out, slice(j, j+n), r))[0] for j in range(0, r, n)]).to(a.dtype)
+            scores[I,J] = batched_forward(m, _make, len(I), step, _read, bar or (bar is None and -(-len(I)//step)>=20))
+        if kmax is None or kmax>=k: chans = [torch.arange(k, device=a.device)]*n
+        elif fill=='gp' and rounds>1: chans = self._rounds(_score, scores, masks[:,:k], a, const, info, kmax, rounds)
+        else: chans = [info[i].topk(kmax).indices for i in range(n)]
+        if fill!='gp' or rounds==1 or kmax is None or kmax>=k: _score(chans)
+        w = softmax_weights(scores, chans, const, fill, masks[:,:k])
         # the masked forwards ran under the user's autocast, the sum does not
         with no_autocast(a): return F.relu(torch.einsum('nk,nkhw->nhw', w, a))
 
-
-
+    def _rounds(self, score, scores, masks, a, const, info, kmax, rounds):
+        "Score `kmax` channels per item in `rounds`: the top of `info` and the zero mask first, then the likeliest to add most"
+        (n,k),dev = a.shape[:2],a.device
+        rounds = min(rounds, kmax); step = kmax//rounds
+        first = info.masked_fill(const, -float('inf')).topk(kmax-(rounds-1)*step, dim=1).indices
+        chans = [torch.cat([first[i], const[i].nonzero()[:1,0]]) for i in range(n)]  # one constant channel: the zero mask
+        scored,norm = torch.zeros(n, k, dtype=torch.bool, device=dev),a.flatten(2).norm(dim=2)
+        for r in range(rounds):
+            score(chans)
+            for i,ch in enumerate(chans): scored[i,ch] = True
+            if r==rounds-1: break
+            chans = [next_channels(masks[i], scores[i], scored[i], const[i], norm[i], step) for i in range(n)]
+        # what `softmax_weights` reads: the channels scored, one constant channel standing for the zero mask
+        return [torch.cat([(scored[i] & ~const[i]).nonzero()[:,0], const[i].nonzero()[:1,0]]) for i in range(n)]
 

@@ -62,3 +62,17 @@ def test_sampled_maps_do_not_depend_on_batching(meth):
     ref = explain(m, xb, meth, layer=[3], n_samples=3, bar=False)
     torch.testing.assert_close(explain(m, xb, meth, layer=[3], n_samples=3, bs=5, bar=False), ref, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(explain(m, xb[1:2], meth, layer=[3], n_samples=3, bar=False), ref[1:2], rtol=1e-5, atol=1e-7)
+
+@pytest.mark.parametrize('meth', ['sscam', 'iscam'])
+def test_sampled_fast_fills(meth):
+    "The fast mode's fills work for SS-CAM and IS-CAM too; `fill='gp'` is the exact map when every channel is scored; a wrong fill is refused"
+    from conftest import small_cnn, small_x
+    m,xb = small_cnn(),small_x(3)
+    kw = dict(layer=[3], n_samples=2, bar=False)
+    ex = explain(m, xb, meth, **kw)
+    k = capture(m, xb, [m[3]], grad=False).acts[0].shape[1]
+    torch.testing.assert_close(explain(m, xb, meth, max_channels=k, fill='gp', **kw), ex)
+    for fill in ('gp','min','mean','zero'):
+        fm = explain(m, xb, meth, max_channels=k//2, fill=fill, **kw)
+        assert fm.shape==ex.shape and torch.isfinite(fm).all() and fm.abs().max()>0
+    with pytest.raises(CAMError, match="`fill` must be one of 'gp'"): explain(m, xb, meth, max_channels=2, fill='median', **kw)

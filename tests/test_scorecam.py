@@ -20,12 +20,13 @@ def test_scorecam_vs_torchcam(arch):
 def test_scorecam_options(learn, files):
     ex = learn.heatmap(files, method='scorecam', target=1)
     for sel in ('taylor','variance','gradcam'):
-        for fill in ('min','mean','zero'):
+        for fill in ('gp','min','mean','zero'):
             fm = learn.heatmap(files, method='scorecam', target=1, max_channels=16, select=sel, fill=fill)
             assert fm.shape==ex.shape and torch.isfinite(fm).all()
     assert torch.allclose(learn.heatmap(files, method='scorecam', target=1, max_channels=512), ex, atol=1e-6)
     with pytest.raises(CAMError, match='select'): learn.heatmap(files, method='scorecam', max_channels=4, select='random')
     with pytest.raises(CAMError, match='fill'): learn.heatmap(files, method='scorecam', max_channels=4, fill='median')
+    with pytest.raises(CAMError, match='rounds'): learn.heatmap(files, method='scorecam', max_channels=4, rounds=0)
 
 TG = [1,3,0]
 
