@@ -12,7 +12,6 @@ from .capture import *
 from .layers import *
 from .methods import *
 from .scorecam import *
-from .scorecam import _fills
 from fastai.vision.all import *
 
 # %% auto #0
@@ -46,8 +45,8 @@ class MaskedCAM(CAMMethod):
         o = {k:ifnone(kwargs.get(k), getattr(self, k)) for k in self.options if k!='fuse'}
         if o['select'] not in ('taylor','variance','gradcam'):
             raise CAMError(f"`select` must be one of 'taylor', 'variance', 'gradcam', got {o['select']!r}.")
-        if 'fill' in o and o['fill'] not in _fills:
-            raise CAMError(f"`fill` must be one of {', '.join(map(repr, _fills))}, got {o['fill']!r}.")
+        if 'fill' in o and o['fill'] not in score_fills:
+            raise CAMError(f"`fill` must be one of {', '.join(map(repr, score_fills))}, got {o['fill']!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
         kmax,sel = o['max_channels'],o['select']

@@ -14,7 +14,7 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['up_adjoint', 'channel_masks', 'channel_info', 'gp_regress', 'gp_scores', 'output_rows', 'mask_jobs',
+__all__ = ['score_fills', 'up_adjoint', 'channel_masks', 'channel_info', 'gp_regress', 'gp_scores', 'output_rows', 'mask_jobs',
            'softmax_weights', 'next_channels', 'ScoreCAM']
 
 # %% ../nbs/02a_scorecam.ipynb #3e5c9966
@@ -119,7 +119,7 @@ def mask_jobs(chans, # Per item, the channels to score (a tensor of indices)
     J = torch.stack([o[torch.arange(r, device=dev).clamp_max(len(o)-1)] for o in per], 1).flatten()
     return torch.arange(n, device=dev).repeat(r),J,max(1, bs//n)*n
 
-_fills = ('gp','min','mean','zero')
+score_fills = ('gp','min','mean','zero')  # how the channels left out of the fast mode are scored
 def softmax_weights(scores, # `[n,k+1]`: each item's scores of its channels' masks (`scores[:,k]`: the zero mask's)
                     chans, # Per item, the channels scored
                     const, # `[n,k]`: the channels that took the zero mask's score
@@ -177,7 +177,7 @@ class ScoreCAM(CAMMethod):
         select,fill,rounds = ifnone(select, self.select),ifnone(fill, self.fill),ifnone(rounds, self.rounds)
         if select not in _selects:
             raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
-        if fill not in _fills: raise CAMError(f"`fill` must be one of {', '.join(map(repr, _fills))}, got {fill!r}.")
+        if fill not in score_fills: raise CAMError(f"`fill` must be one of {', '.join(map(repr, score_fills))}, got {fill!r}.")
         if not isinstance(rounds, int) or rounds<1: raise CAMError(f"`rounds` must be a positive int, got {rounds!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]
