@@ -9,8 +9,16 @@ from conftest import rel_err, tv_model, tv_x, torchcam_raw, nonzero, PEER_TARGET
 # each architecture's layer, and layers of three resolutions for the multi-layer methods
 ARCHS = {'resnet18': ('layer4', ['layer2','layer3','layer4']),
          'densenet121': ('features.denseblock4', ['features.denseblock2','features.denseblock3','features.denseblock4']),
-         'vgg11_bn': ('features.27', ['features.13','features.20','features.27'])}
+         'vgg11_bn': ('features.27', ['features.13','features.20','features.27']),
+         'mobilenet_v3_small': ('features.12', ['features.4','features.8','features.12'])}
 SZ = 64
+# logits times 1e12: a random mobilenet's gradients (about 1e-10) are far below the peers' epsilons (1e-8), which would
+# then decide the normalised maps; both sides get the same scaled scores, and the formulas do not depend on the scale
+SCALE = 1e12
+
+def scaled(t):
+    "The target: class `t[i]`'s logit times `SCALE` for item `i`"
+    return lambda o: SCALE*o[torch.arange(len(o)), torch.tensor(t)]
 
 @pytest.fixture(scope='module', params=list(ARCHS))
 def arch(request):
@@ -44,8 +52,8 @@ def test_refine_torchcam(arch):
     ls = ls[1:]  # at 64 px a random resnet's Grad-CAM of layer2 can be all zero, and so the product
     # over Grad-CAM: torchcam's Grad-CAM++ departs from eq. 19 (it sums A·g³ over positions), see the family's tests
     t = m(x).argmax(1).tolist()  # the predicted classes: products of maps of other classes are often zero
-    ref = torchcam_raw(tcm.RefineCAM, m, ls, x, targets=t, base_method=tcm.GradCAM)
-    ours = explain(m, x, 'refinecam', target=t, layer=ls, base='gradcam')
+    ref = torchcam_raw(tcm.RefineCAM, m, ls, x, targets=t, scale=SCALE, base_method=tcm.GradCAM)
+    ours = explain(m, x, 'refinecam', target=scaled(t), layer=ls, base='gradcam')
     nonzero(ref); assert rel_err(ours, ref.float()) < 1e-5
 
 def test_refine_direct():
@@ -63,9 +71,9 @@ def test_layercam_fused_torchcam(arch):
     name,m,x,_,ls = arch
     mc = copy.deepcopy(m)
     ext = tcm.LayerCAM(mc, target_layer=ls, input_shape=tuple(x.shape[1:]))
-    try: ref = ext.fuse_cams(ext(class_idx=PEER_TARGETS, scores=mc(x))).detach().float()
+    try: ref = ext.fuse_cams(ext(class_idx=PEER_TARGETS, scores=mc(x)*SCALE)).detach().float()
     finally: ext.remove_hooks()
-    ours = explain(m, x, 'layercam_fused', target=PEER_TARGETS, layer=ls, norm='minmax')
+    ours = explain(m, x, 'layercam_fused', target=scaled(PEER_TARGETS), layer=ls, norm='minmax')
     nonzero(ref); assert rel_err(ours, ref) < 1e-5
 
 def test_layercam_fused_eq9():
@@ -87,3 +95,15 @@ def test_sess_pgc(name, l, smooth):
     ref = torch.from_numpy(cam(x)).float()
     ours = explain(m, x, 'sess', layer=l, smooth=smooth)
     nonzero(ref); assert rel_err(scale01(ours), ref) < 1e-5
+
+def test_layercam_fused_one_layer_torchcam():
+    "torchcam's `fuse_cams` returns a single layer's map unscaled (no tanh); fast_cam applies eq. 9 to one layer too"
+    m,x = tv_model('resnet18'),tv_x(SZ)
+    mc = copy.deepcopy(m)
+    ext = tcm.LayerCAM(mc, target_layer=['layer4'], input_shape=tuple(x.shape[1:]))
+    try: cams = ext(class_idx=PEER_TARGETS, scores=mc(x)*SCALE); ref = ext.fuse_cams(cams).detach().float()
+    finally: ext.remove_hooks()
+    nonzero(ref)
+    assert rel_err(ref, cams[0].float()) < 1e-6, 'torchcam fuses one layer as the identity'
+    ours = explain(m, x, 'layercam_fused', target=scaled(PEER_TARGETS), layer=['layer4'], norm='minmax')
+    assert rel_err(ours, torch.tanh(2*ref)) < 1e-5 and rel_err(ours, ref) > 1e-3
