@@ -15,7 +15,7 @@ from fastai.vision.all import *
 __all__ = ['CAMError', 'LayerError', 'TargetError', 'InputError', 'HeadError', 'MissingFileError', 'CAMTypeError', 'ModelError',
            'run_model', 'as_model', 'is_body_head', 'get_module', 'module_name', 'model_device', 'ModelState',
            'first_tensor', 'probe_input', 'dry_run', 'bar_if', 'batched_forward', 'batch_outputs', 'min_max_scale',
-           'as_hw', 'upsample', 'moved_names']
+           'as_hw', 'upsample', 'space_dims', 'moved_names']
 
 # %% ../nbs/00_core.ipynb #e3c970d7
 class CAMError(ValueError):
@@ -179,13 +179,22 @@ def as_hw(size):
         return tuple(size)
     raise CAMError(f"A size must be an int or (H, W), both positive; got {size!r}.")
 
+def _is_dhw(size):
+    return isinstance(size, (tuple,list,torch.Size)) and len(size)==3 and all(isinstance(o,int) and o>0 for o in size)
+
 def upsample(maps, size, mode='bilinear'):
-    "Resize maps `[...,h,w]` to `size` (an int or `(H,W)`)"
-    size = as_hw(size)
-    sh = maps.shape
+    "Resize maps `[...,h,w]` to `size` (an int or `(H,W)`); volumes `[...,d,h,w]` to a `(D,H,W)` size, trilinearly"
+    size = tuple(size) if _is_dhw(size) else as_hw(size)
+    k,sh = len(size),maps.shape
+    if k==3 and mode=='bilinear': mode = 'trilinear'
     kw = {} if mode=='nearest' else {'align_corners':False}
-    o = F.interpolate(maps.reshape(-1,1,*sh[-2:]).float(), size=size, mode=mode, **kw)
-    return o.reshape(*sh[:-2], *size)
+    o = F.interpolate(maps.reshape(-1,1,*sh[-k:]).float(), size=size, mode=mode, **kw)
+    return o.reshape(*sh[:-k], *size)
+
+def space_dims(x):
+    "The dimensions of `x` `[n,c,...]` after the first two: `(2,3)` for maps `[n,c,h,w]`, `(2,3,4)` for volumes"
+    return tuple(range(2, x.ndim))
+
 
 # %% ../nbs/00_core.ipynb #f2d13049
 import importlib

@@ -16,12 +16,17 @@ __all__ = ['takes_channels', 'image_type', 'to_batch', 'dry_input']
 
 # %% ../nbs/00a_inputs.ipynb #36220d08
 def _in_channels(m):
-    "fastai's `in_channels` (the first 4-D weight of a leaf module), or `None` for a model without a convolution"
+    "fastai's `in_channels` (the first 4-D weight of a leaf module, 5-D for Conv3d), or `None` without a convolution"
     # the same walk as fastai's `flatten_model`, stopped at the first hit: it runs on every call, not once per model
+    w = _first_conv_weight(m)
+    return None if w is None else w.shape[1]
+
+def _first_conv_weight(m):
+    "The weight of the first leaf module with a 4-D (2-D convolution) or 5-D (3-D convolution) one, or `None`"
     try:
         for l in as_model(m).modules():
             w = getattr(l, 'weight', None)
-            if isinstance(w, Tensor) and w.ndim==4 and next(l.children(), None) is None: return w.shape[1]
+            if isinstance(w, Tensor) and w.ndim in (4,5) and next(l.children(), None) is None: return w
     except Exception: pass
     return None
 
@@ -92,15 +97,24 @@ def _check_batch(xb, m):
         raise CAMTypeError(f"Got a {xb.dtype} tensor: fast_cam needs the normalised float batch the model sees. "
                         "Pass image files or PIL images to go through `dls.test_dl`, "
                         "or normalise first (e.g. `dls.test_dl(items).one_batch()`).")
-    if xb.ndim==3: xb = xb[None]
-    if xb.ndim!=4:
-        raise InputError(f"A tensor input must be one image [c,H,W] or a batch [n,c,H,W]; got shape {tuple(xb.shape)}.")
+    w = _first_conv_weight(m)
+    vol = w is not None and w.ndim==5  # a Conv3d model: volumes or clips [n,c,D,H,W]
+    if xb.ndim==3 and not vol: xb = xb[None]
+    if vol and xb.ndim!=5:
+        raise InputError(f"This model's first convolution is 3-D (Conv3d): it takes volumes or clips [n,c,D,H,W]; "
+                         f"got shape {tuple(xb.shape)}. Pass one volume [c,D,H,W] as `x[None]`.")
+    if xb.ndim==5 and w is not None and not vol:
+        raise InputError(f"A 5-D tensor {tuple(xb.shape)} is a batch of volumes or clips [n,c,D,H,W], but this model's "
+                         "first convolution is 2-D: pass one image [c,H,W] or a batch [n,c,H,W].")
+    if xb.ndim not in (4,5):
+        raise InputError(f"A tensor input must be one image [c,H,W], a batch [n,c,H,W] or, for a Conv3d model, "
+                         f"volumes [n,c,D,H,W]; got shape {tuple(xb.shape)}.")
     if xb.shape[0]==0: raise InputError("The batch is empty: pass at least one image.")
-    c = _in_channels(m)
-    if not takes_channels(m, xb.shape[1], xb.shape[-2:]):
-        raise InputError(f"The model takes {c}-channel images but the input has {xb.shape[1]} channels "
-                         f"(shape {tuple(xb.shape)}). "
-                         "Tensors must be in [n,c,H,W] order; image files are converted automatically.")
+    c = None if w is None else w.shape[1]
+    if not takes_channels(m, xb.shape[1], xb.shape[2:]):
+        raise InputError(f"The model takes {c}-channel {'volumes' if vol else 'images'} but the input has "
+                         f"{xb.shape[1]} channels (shape {tuple(xb.shape)}). Tensors must be in "
+                         f"{'[n,c,D,H,W]' if xb.ndim==5 else '[n,c,H,W]'} order; image files are converted automatically.")
     if not torch.isfinite(xb).all():
         raise InputError("The input contains NaN or infinite values: check the images, "
                          "or the normalisation that made the batch (a zero std gives inf).")

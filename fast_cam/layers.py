@@ -99,6 +99,7 @@ def _pick_layer(m, xb, rule, min_side):
     except ModelError:
         if tok is None: raise
         return tok  # a ViT built for another size than the one guessed for a bare model: its `norm1` still
+    if xb.ndim==5: return _volume_layer(m, xb, outs, rule, min_side)
     if tok is not None and _tokens_on_grid(m, outs[tok][0], hw): return tok
     unet = unet_layer(m) if rule=='auto' else None  # measured: the last UnetBlock (see below)
     if unet is not None: return unet
@@ -119,6 +120,18 @@ def _pick_layer(m, xb, rule, min_side):
     sides = np.minimum.accumulate([sd for k,o,sd in runs])
     ok = [o for (k,o,s),sd in zip(runs, sides) if sd>=min_side]
     # an input so small that no map reaches `min_side`: the last of the finest maps
+    return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
+
+def _volume_layer(m, xb, outs, rule, min_side):
+    "The layer for volumes or clips `[n,c,D,H,W]`: of the stages with a 5-D map, chosen by their H×W sides as for images"
+    body = m[0] if is_body_head(m) else m
+    is_map = lambda s: s is not None and len(s)==5 and math.prod(s[2:])>1
+    runs = sorted((outs[o][1],o) for o in layer_candidates(body, outs) if outs[o][1] is not None and is_map(outs[o][0]))
+    if not runs: raise LayerError(f"No module of this model gives a map [n,c,d,h,w] for volumes of shape "
+                                  f"{tuple(xb.shape[1:])}: pass `layer=` explicitly (see `arch_summary`).")
+    if rule=='last': return runs[-1][1]
+    sides = np.minimum.accumulate([min(outs[o][0][3:]) for k,o in runs])
+    ok = [o for (k,o),sd in zip(runs, sides) if sd>=min_side]
     return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
 
 _no_map_msg = ("No module of this model gives a spatial output (a map [n,c,h,w] or [n,h,w,c], or tokens on a grid) "
@@ -231,16 +244,19 @@ def arch_summary(learn_or_model, verbose=False, depth=None):
               "below the depth shown")
 
 # %% ../nbs/01a_layers.ipynb #1ad3d1c2
-def check_spatial(m, l, a, name):
-    "Raise a `LayerError` unless the activation `a` of layer `l` is a spatial map `[n,c,h,w]` with `h*w > 1`"
-    if not isinstance(a, Tensor) or a.ndim!=4 or a.shape[2]*a.shape[3]<2:
+def check_spatial(m, l, a, name, volume=False):
+    "Raise a `LayerError` unless the activation `a` of layer `l` is a map `[n,c,h,w]` with `h*w > 1` (`[n,c,d,h,w]`)"
+    # `volume`: the input is volumes or clips `[n,c,D,H,W]`, so the map is `[n,c,d,h,w]`
+    shape = '[n,c,d,h,w]' if volume else '[n,c,h,w]'
+    if not isinstance(a, Tensor) or a.ndim!=(5 if volume else 4) or math.prod(a.shape[2:])<2:
         shp = f"shape {tuple(a.shape)}" if isinstance(a, Tensor) else f"a {type(a).__name__}"
-        raise LayerError(f"{name} needs a layer with a spatial output [n,c,h,w] (h*w > 1); "
-                         f"layer {module_name(m,l)!r} gives {shp}. "
+        raise LayerError(f"{name} needs a layer with a spatial output {shape} "
+                         f"({'d*h*w' if volume else 'h*w'} > 1); layer {module_name(m,l)!r} gives {shp}. "
                          "Pick a convolutional layer before the pooling (see `arch_summary`), "
                          "leave `layer=None` for the automatic one, "
-                         "or pass `reshape=f` with `f(acts)` returning [n,c,h,w] for a layout fast_cam does not read.")
+                         f"or pass `reshape=f` with `f(acts)` returning {shape} for a layout fast_cam does not read.")
     return a
+
 
 # %% ../nbs/01a_layers.ipynb #16f2a02e
 def _n_channels(l):

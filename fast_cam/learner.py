@@ -19,7 +19,7 @@ __all__ = ['explain']
 
 # %% ../nbs/04_learner.ipynb #e00fae5f
 def explain(learn_or_model, # A `Learner` or an `nn.Module`
-            x, # Path(s), PIL or numpy image(s), a tensor `[n,c,H,W]` or `[c,H,W]`, or an `(xb, yb)` tuple
+            x, # Path(s), PIL or numpy image(s), a tensor `[n,c,H,W]` or `[c,H,W]` (`[n,c,D,H,W]`), or `(xb, yb)`
             method='gradcam', # A name in `methods`, or a `CAMMethod`
             target=None, # None (predicted), class index or label, one per item, 'all', 'label', `f(output)->scores[n]`
             layer=None, # None (automatic, see `cam_layer`), an index path, a dotted name or a module
@@ -38,6 +38,9 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
     target = labels_target(target, x[1] if isinstance(x, tuple) and len(x)>1 else None)
     if isinstance(learn_or_model, Learner): _check_image_learner(learn_or_model)
     xb = to_batch(learn_or_model, x)
+    meth.check_input(xb)
+    if xb.ndim==5 and (aug_smooth or region is not None):
+        raise CAMError("`aug_smooth` and `region` are for images: volumes or clips [n,c,D,H,W] take neither.")
     # passed only when given, so a method's own `compute` need not know it
     if reshape is not None: kwargs['reshape'] = reshape
     if region is not None:

@@ -24,8 +24,11 @@ def feature_maps(m, ls, c, name, hw=None, reshape=None):
     "Activations and gradients (`None`s if not captured) of layers `ls` in the capture `c`, as maps `[n,c,h,w]`"
     # the layouts are read as in `to_spatial`
     # reading tokens is a slice and a permutation, so it commutes with the gradient: apply it to both after the capture
-    acts = [check_spatial(m, l, to_spatial(a, m, l, hw, reshape), name) for l,a in zip(ls, c.acts)]
-    grads = [None]*len(ls) if c.grads is None else [to_spatial(g, m, l, hw, reshape) for l,g in zip(ls, c.grads)]
+    # volumes (`hw` of three sides): maps `[n,c,d,h,w]` as the layer gives them
+    vol = hw is not None and len(hw)==3
+    read = lambda a,l: a if vol and reshape is None else to_spatial(a, m, l, hw, reshape)
+    acts = [check_spatial(m, l, read(a, l), name, vol) for l,a in zip(ls, c.acts)]
+    grads = [None]*len(ls) if c.grads is None else [read(g, l) for l,g in zip(ls, c.grads)]
     for l,g,sg in zip(ls, c.grads or [], grads):
         # after a ViT's last attention only the class token reaches the score:
         # every gradient map of such a layer is zero
@@ -38,11 +41,11 @@ def feature_maps(m, ls, c, name, hw=None, reshape=None):
 
 # %% ../nbs/02_methods.ipynb #baa3d2b1
 def fuse_maps(maps, fuse='max'):
-    "One map from maps of several layers: each upsampled to the largest, then their `'max'` or `'mean'`"
+    "One map from maps `[n,h,w]` (`[n,d,h,w]`) of several layers: each upsampled to the largest, then their max or mean"
     if len(maps)==1: return maps[0]
     if fuse not in ('max','mean'): raise CAMError(f"`fuse` must be 'max' or 'mean', got {fuse!r}.")
-    sz = max((o.shape[-2:] for o in maps), key=lambda s: s[0]*s[1])
-    ups = torch.stack([o if o.shape[-2:]==sz else upsample(o, sz) for o in maps])
+    sz = max((o.shape[1:] for o in maps), key=math.prod)
+    ups = torch.stack([o if o.shape[1:]==sz else upsample(o, sz) for o in maps])
     return ups.amax(0) if fuse=='max' else ups.mean(0)
 
 # %% ../nbs/02_methods.ipynb #0674bb39
@@ -57,10 +60,9 @@ def _centred(x, name):
     return r - r.mean(1, keepdim=True)
 
 def _oriented(p, x):
-    "The projections `p` `[n, positions]` of the features `x` times ±1: correlating positively with their channel sum"
-    n,k,h,w = x.shape
+    "The projections `p` `[n, positions]` of the features `x` `[n,k,...]` times ±1, correlating with their channel sum"
     ref = x.sum(1).flatten(1); ref = ref - ref.mean(1, keepdim=True)
-    return (p*torch.where((p*ref).sum(1, keepdim=True)<0, -1., 1.).to(p)).reshape(n,h,w)
+    return (p*torch.where((p*ref).sum(1, keepdim=True)<0, -1., 1.).to(p)).reshape(len(x), *x.shape[2:])
 
 def first_component(x, name='Eigen-CAM'):
     "Projection `[n,h,w]` of the features `x` `[n,k,h,w]`, centred, on their first principal component, oriented"
@@ -123,6 +125,11 @@ class MethodRegistry(dict):
 # name -> method: every `CAMMethod` subclass with a `name` of its own adds itself (see `__init_subclass__`)
 methods = MethodRegistry()
 
+def _names_with(attr):
+    "The names of the registered methods whose class sets `attr`, sorted"
+    subs,_ = lambda c: [c] + [s for k in c.__subclasses__() for s in subs(k)],methods.load()
+    return sorted({c.name for c in subs(CAMMethod) if c.name and getattr(c, attr)})
+
 class CAMMethod:
     "A CAM method: `weights(acts, grads) -> [n,k]`, map = ReLU(Σ_k w_k·A_k) at feature resolution"
     name,needs_grad,relu = None,True,True
@@ -140,15 +147,17 @@ class CAMMethod:
     has_layer = True      # the method reads a layer's activations (`layer=` means something)
     default_layer = None  # the layer for `layer=None`: None is `cam_layer`'s automatic choice
     supports_all = True   # target='all' gives `[n,C,h,w]` in one call
+    volumes = False       # takes volumes or clips `[n,c,D,H,W]` (a Conv3d model), giving maps `[n,d,h,w]`
     def weights(self, acts, grads): raise NotImplementedError
     def weighted(self, acts, grads, **opts):
         "The weighted activations `[n,k,h,w]` whose channel sum is the map: `weights` per channel unless overridden"
-        return self.weights(acts, grads, **opts)[:,:,None,None]*acts
+        w = self.weights(acts, grads, **opts)
+        return w.reshape(*w.shape, *[1]*(acts.ndim-2))*acts
     def combine(self, acts, grads, eigen_smooth=False, **opts):
         "Map `[n,h,w]` from one layer: the channel sum of `weighted`, or its first principal component (`eigen_smooth`)"
         if eigen_smooth: mp = first_component(self.weighted(acts, grads, **opts), self.name)
         elif type(self).weighted is CAMMethod.weighted:  # channel weights: the sum without the `[n,k,h,w]` product
-            mp = torch.einsum('nk,nkhw->nhw', self.weights(acts, grads, **opts), acts)
+            mp = torch.einsum('nk,nk...->n...', self.weights(acts, grads, **opts), acts)
         else: mp = self.weighted(acts, grads, **opts).sum(1)
         return F.relu(mp) if self.relu else mp
     def check_options(self, opts):
@@ -159,11 +168,15 @@ class CAMMethod:
     def check_target(self, target):
         "Raise a `TargetError` for a target this method cannot explain"
         if is_all(target) and not self.supports_all:
-            subs = lambda c: [c] + [s for k in c.__subclasses__() for s in subs(k)]
-            ok = ', '.join(sorted({c.name for c in subs(CAMMethod) if c.name and c.supports_all}))
+            ok = ', '.join(_names_with('supports_all'))
             raise TargetError(f"target='all' (one map per class) is supported by {ok}; "
                               f"{self.name} explains one target per item: loop over the classes, "
                               f"e.g. `[learn.heatmap(x, {self.name!r}, target=c) for c in range(n_classes)]`.")
+    def check_input(self, xb):
+        "Raise a `CAMError` for volumes or clips `xb` `[n,c,D,H,W]` if this method explains images only"
+        if xb.ndim==5 and not self.volumes:
+            raise CAMError(f"{self.name} explains images [n,c,H,W]; for volumes or clips [n,c,D,H,W] "
+                           f"(a Conv3d model) use one of {', '.join(_names_with('volumes'))}.")
     def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None, **opts):
         "Maps `[n,h,w]` (`[n,C,h,w]` for `target='all'`, float32) and the model's output for the batch `xb`"
         # several layers give one fused map; `reshape` reads other layouts (see `to_spatial`);
@@ -180,7 +193,7 @@ class CAMMethod:
             c.acts,c.grads = [a.expand(C,*a.shape).flatten(0,1) for a in c.acts],[g.flatten(0,1) for g in c.grads]
         # the model ran under the user's autocast (if any); the weighting and the sum run in float32
         with no_autocast(xb):
-            maps = [self.combine(a, g, **opts) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[-2:], reshape))]
+            maps = [self.combine(a, g, **opts) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[2:], reshape))]
             res = fuse_maps(maps, fuse).float()  # float32 for a float64 model too
             return (res.unflatten(0, (-1,n)).transpose(0,1) if is_all(target) else res), c.out
     def __repr__(self): return f"{type(self).__name__}()"
@@ -189,53 +202,53 @@ class CAMMethod:
 # %% ../nbs/02_methods.ipynb #7ae0ea43
 class GradCAM(CAMMethod):
     "Grad-CAM, Selvaraju et al. 2017 (arXiv:1610.02391)"
-    name = 'gradcam'
-    def weights(self, acts, grads): return grads.mean((2,3))  # eq. 1
+    name,volumes = 'gradcam',True
+    def weights(self, acts, grads): return grads.mean(space_dims(grads))  # eq. 1
 
 # %% ../nbs/02_methods.ipynb #6757249a
 class GradCAMpp(CAMMethod):
     "Grad-CAM++, Chattopadhyay et al. 2018 (arXiv:1710.11063)"
-    name,aliases = 'gradcampp',('gradcamplusplus',)
+    name,aliases,volumes = 'gradcampp',('gradcamplusplus',),True
     def weights(self, acts, grads): return self.moment_weights(acts, grads, grads.pow(2), grads.pow(3))
     def moment_weights(self, acts, g, g2, g3):
         "Channel weights `[n,k]` from the gradients `g` and the terms `g2`, `g3` of eq. 19 (g², g³ for one image)"
-        den = 2*g2 + acts.sum((2,3), keepdim=True)*g3  # eq. 19, as written: no epsilon
+        den = 2*g2 + acts.sum(space_dims(acts), keepdim=True)*g3  # eq. 19, as written: no epsilon
         ok = (g2!=0) & (den!=0)
         alpha = torch.where(ok, g2/torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(g2))
-        return (alpha*F.relu(g)).sum((2,3))  # eq. 10
+        return (alpha*F.relu(g)).sum(space_dims(g))  # eq. 10
 
 # %% ../nbs/02_methods.ipynb #e7b2dfc5
 class XGradCAM(CAMMethod):
     "XGrad-CAM, Fu et al. 2020 (arXiv:2008.02312)"
-    name = 'xgradcam'
+    name,volumes = 'xgradcam',True
     def weights(self, acts, grads):
-        s = acts.sum((2,3))
+        s = acts.sum(space_dims(acts))
         # eq. 13
-        return torch.where(s!=0, (grads*acts).sum((2,3)) / torch.where(s!=0, s, torch.ones_like(s)),
+        return torch.where(s!=0, (grads*acts).sum(space_dims(acts)) / torch.where(s!=0, s, torch.ones_like(s)),
                            torch.zeros_like(s))
 
 # %% ../nbs/02_methods.ipynb #5ef98d06
 class LayerCAM(CAMMethod):
     "LayerCAM, Jiang et al. 2021: ReLU(Σ_k ReLU(g_k)·A_k) position by position"
-    name = 'layercam'
+    name,volumes = 'layercam',True
     def weighted(self, acts, grads): return F.relu(grads)*acts  # eq. 5
 
 class HiResCAM(CAMMethod):
     "HiResCAM, Draelos & Carin 2020 (arXiv:2011.08891): ReLU(Σ_k g_k·A_k) position by position"
-    name = 'hirescam'
+    name,volumes = 'hirescam',True
     def weighted(self, acts, grads): return grads*acts
 
 # %% ../nbs/02_methods.ipynb #506ae397
 class GradCAMElementWise(CAMMethod):
     "Grad-CAM element-wise (pytorch-grad-cam): ReLU(Σ_k ReLU(g_k·A_k)) position by position"
-    name = 'gradcam_elementwise'
+    name,volumes = 'gradcam_elementwise',True
     def weighted(self, acts, grads): return F.relu(grads*acts)
 
 
 # %% ../nbs/02_methods.ipynb #738cbe14
 class EigenCAM(CAMMethod):
     "Eigen-CAM, Muhammad & Yeasin 2020 (arXiv:2008.00299): first principal component of the activations, class-agnostic"
-    name,needs_grad,supports_all = 'eigencam',False,False  # class-agnostic: one map per item whatever the target
+    name,needs_grad,supports_all,volumes = 'eigencam',False,False,True  # class-agnostic: one map per item
     options = ('fuse',)  # the map is a principal component already: no `eigen_smooth`
     def combine(self, acts, grads=None): return F.relu(first_component(acts, 'Eigen-CAM'))
 
@@ -244,12 +257,12 @@ class EigenCAM(CAMMethod):
 # %% ../nbs/02_methods.ipynb #a86d898b
 class EigenGradCAM(CAMMethod):
     "Eigen-Grad-CAM (pytorch-grad-cam): first principal component of g·A, oriented along HiResCAM's map"
-    name,options = 'eigengradcam',('fuse',)  # a principal component already: no `eigen_smooth`
+    name,options,volumes = 'eigengradcam',('fuse',),True  # a principal component already: no `eigen_smooth`
     def combine(self, acts, grads): return F.relu(first_component(grads*acts, 'Eigen-Grad-CAM'))
 
 class FEM(CAMMethod):
     "FEM, Fuad et al. 2020: w_k = the fraction of positions where A_k > mean_k + k·std_k; class-agnostic"
-    name,needs_grad,supports_all,options = 'fem',False,False,('fuse','k')
+    name,needs_grad,supports_all,options,volumes = 'fem',False,False,('fuse','k'),True
     def weights(self, acts, grads=None, k=2):
         f = acts.flatten(2)
         th = f.mean(2, keepdim=True) + k*f.std(2, correction=0, keepdim=True)
@@ -264,7 +277,7 @@ class KPCACAM(CAMMethod):
 
 class RandomCAM(CAMMethod):
     "Random-CAM, a baseline: channel weights uniform in [-1, 1] drawn from `seed`, the same for every item"
-    name,needs_grad,supports_all,options = 'randomcam',False,False,('fuse','eigen_smooth','seed')
+    name,needs_grad,supports_all,options,volumes = 'randomcam',False,False,('fuse','eigen_smooth','seed'),True
     def weights(self, acts, grads=None, seed=0):
         w = torch.rand(acts.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)*2 - 1
         return w.to(acts)[None].expand(len(acts), -1)
@@ -273,21 +286,21 @@ class RandomCAM(CAMMethod):
 # %% ../nbs/02_methods.ipynb #19ab20c6
 class SmoothGradCAMpp(GradCAMpp):
     "Smooth Grad-CAM++, Omeiza et al. 2019 (arXiv:1908.01224): Grad-CAM++ with gradient terms averaged over noisy copies"
-    name,aliases,supports_all = 'smoothgradcampp',('smoothgradcamplusplus',),False
+    name,aliases,supports_all,volumes = 'smoothgradcampp',('smoothgradcamplusplus',),False,True
     options = ('fuse','eigen_smooth','n_samples','std','seed','bs')
     def weights(self, acts, grads): return self.moment_weights(acts, *grads)  # `grads`: the averaged g, g², g³
     def noisy(self, xb, n_samples=4, std=0.15, seed=0):
-        "Noisy copies `[n_samples,n,c,H,W]` of `xb`: one seeded draw for every item, times `std` times its value range"
+        "Noisy copies `[n_samples,n,c,...]` of `xb`: one seeded draw for every item, times `std` times its value range"
         z = torch.randn(n_samples, *xb.shape[1:], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         sd = std*(xb.flatten(1).amax(1) - xb.flatten(1).amin(1))
-        return xb + z.to(xb)[:,None]*sd[:,None,None,None]
+        return xb + z.to(xb)[:,None]*sd.reshape(-1, *[1]*(xb.ndim-1))
     def compute(self, m, xb, target=None, layer=None, vocab=None, fuse='max', reshape=None, eigen_smooth=False,
                 n_samples=4, std=0.15, seed=0, bs=None):
         self.check_target(target)
         if not isinstance(n_samples, int) or n_samples<1:
             raise CAMError(f"`n_samples` must be a positive integer, got {n_samples!r}: pass e.g. n_samples=4.")
         ls = resolve_layer(m, layer, xb)
-        ls,n,hw = ls if isinstance(ls, list) else [ls],len(xb),xb.shape[-2:]
+        ls,n,hw = ls if isinstance(ls, list) else [ls],len(xb),xb.shape[2:]
         c0 = capture(m, xb, ls, target, vocab, grad=False)  # the clean image: its activations and target classes
         acts = feature_maps(m, ls, c0, self.name, hw, reshape)[0]
         t,xs = (target if c0.idx is None else c0.idx),self.noisy(xb, n_samples, std, seed)
