@@ -41,9 +41,11 @@ def setup(c):
     "The case's model (eval, on `dev`, seeded) and input, and the predicted classes"
     torch.manual_seed(0)
     kw = {'image_size': a.size} if c.model.startswith('vit_') else {}  # torchvision's ViTs are built for one size
-    m = getattr(torchvision.models, c.model)(weights=None, **kw).eval().to(dev)
+    video = c.model.startswith('video.')  # torchvision's video networks: clips of 8 frames
+    lib = torchvision.models.video if video else torchvision.models
+    m = getattr(lib, c.model.removeprefix('video.'))(weights=None, **kw).eval().to(dev)
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(1 if a.quick else c.n, 3, a.size, a.size, generator=g).to(dev)
+    x = torch.randn(1 if a.quick else c.n, 3, *([8] if video else []), a.size, a.size, generator=g).to(dev)
     with torch.no_grad(): t = m(x).argmax(1).tolist()
     return m,x,t
 

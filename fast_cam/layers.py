@@ -144,7 +144,8 @@ _no_map_msg = ("No module of this model gives a spatial output (a map [n,c,h,w] 
 # %% ../nbs/01a_layers.ipynb #3646a1a1
 def token_net(m):
     "The timm transformer inside `m` (ViT, DeiT, BEiT, Swin...: the first module with a `patch_embed`), or `None`"
-    return next((o for o in as_model(m).modules() if isinstance(getattr(o, 'patch_embed', None), nn.Module)), None)
+    # a look in each module's own submodules: `getattr` of a missing name costs an exception on every module, every call
+    return next((o for o in as_model(m).modules() if o._modules.get('patch_embed') is not None), None)
 
 def token_grid(m, hw=None):
     "The patch grid `(h,w)` of the token model `m` for inputs of size `hw`; `None` if `m` has no timm `patch_embed`"

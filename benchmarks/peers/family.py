@@ -35,3 +35,14 @@ CASES += [Case('gradcam_elementwise', 'gradcam_elementwise', 'pytorch-grad-cam',
           Case('gradcam_eigen_smooth', 'gradcam', 'pytorch-grad-cam', pgc_call(pgc.GradCAM, eigen_smooth=True),
                kwargs=dict(eigen_smooth=True), gradient=True),
           Case('smoothgradcampp', 'smoothgradcampp', 'torchcam', torchcam_smooth, kwargs=dict(n_samples=4), gradient=True)]
+
+def torchcam_gradcam(m, layer, x, t):
+    "torchcam's Grad-CAM at the layer's resolution (it hooks 2-D and 3-D maps alike), one target per item"
+    from torchcam.methods import GradCAM
+    ext = GradCAM(m, target_layer=layer, input_shape=tuple(x.shape[1:]))
+    return lambda: ext(class_idx=list(t), scores=m(x))
+
+# volumes: clips [n,3,8,S,S] through torchvision's r3d_18 (`setup` reads the 'video.' prefix); pytorch-grad-cam
+# resizes its 3-D maps to the clip with scipy's zoom, torchcam returns them at the layer's resolution as fast_cam does
+CASES += [Case('gradcam_3d', 'gradcam', 'pytorch-grad-cam', pgc_cam(pgc.GradCAM), model='video.r3d_18', n=2, gradient=True),
+          Case('gradcam_3d_tc', 'gradcam', 'torchcam', torchcam_gradcam, model='video.r3d_18', n=2, gradient=True)]
