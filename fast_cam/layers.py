@@ -294,12 +294,14 @@ def _tokens(a, m, l, grid, hw=None):
     e,(h,w) = fits[0]
     return a[:,e:].reshape(n,h,w,c).permute(0,3,1,2)
 
-def to_spatial(a, m, l, hw=None, reshape=None):
+def to_spatial(a, m, l, hw=None, reshape=None,
+               grid='model' # The patch grid, `token_grid(m, hw)`: 'model' reads it, a caller with it passes it on
+              ):
     "Layer `l`'s output (or its gradient) `a` as a map `[n,c,h,w]`, read from its layout or by `reshape`"
     # the layouts read: tokens `[n, extra+h·w, c]` and channels-last `[n,h,w,c]`
     if reshape is not None: return reshape(a)
     if not isinstance(a, Tensor) or a.ndim not in (3,4): return a  # `check_spatial` says what is wrong
-    grid = token_grid(m, hw)
+    if isinstance(grid, str) and grid=='model': grid = token_grid(m, hw)
     if a.ndim==3: return _tokens(a, m, l, grid, hw)
     k = _n_channels(l)
     if k is not None: last = a.shape[-1]==k and a.shape[1]!=k

@@ -26,7 +26,8 @@ def feature_maps(m, ls, c, name, hw=None, reshape=None):
     # reading tokens is a slice and a permutation, so it commutes with the gradient: apply it to both after the capture
     # volumes (`hw` of three sides): maps `[n,c,d,h,w]` as the layer gives them
     vol = hw is not None and len(hw)==3
-    read = lambda a,l: a if vol and reshape is None else to_spatial(a, m, l, hw, reshape)
+    grid = None if vol or reshape is not None else token_grid(m, hw)  # read once for every layer and gradient
+    read = lambda a,l: a if vol and reshape is None else to_spatial(a, m, l, hw, reshape, grid)
     acts = [check_spatial(m, l, read(a, l), name, vol) for l,a in zip(ls, c.acts)]
     grads = [None]*len(ls) if c.grads is None else [read(g, l) for l,g in zip(ls, c.grads)]
     for l,g,sg in zip(ls, c.grads or [], grads):
