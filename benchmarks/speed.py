@@ -270,7 +270,7 @@ def main():
             f"{1 if a.quick else a.reps} timed repetitions after a warm-up, interleaved; median and min–max. Peak memory: increase of "
             + ('`torch.cuda.max_memory_allocated`' if dev.type=='cuda' else 'peak RSS') + " during one call, in a fresh process.\n"]
     print('\n'.join(head), flush=True)
-    out = head
+    out = list(head)  # a copy: the sections run are those after the header
     for c in cases:
         t = table(c, run_case(c))
         print(t+'\n', flush=True); out.append(t+'\n')

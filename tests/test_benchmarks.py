@@ -35,6 +35,18 @@ def test_speed_benchmark_quick(tmp_path):
     assert 'Spearman with exact' in s and 'max abs difference' in s
     assert not out.exists(), '--quick never writes the results file'
 
+def test_speed_benchmark_only_merges(tmp_path):
+    "--only replaces the sections of the cases it runs in an existing RESULTS.md and keeps the others as they were"
+    out = tmp_path/'RESULTS.md'
+    out.write_text("# fast_cam speed benchmark\n\nold header\n\n### CAM (resnet34, batch 16, 224 px)\n\nold CAM table\n\n"
+                   "### Another case\n\nkept as it was\n")
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'speed.py'), '--only', 'cam', '--reps', '1', '--no-memory',
+                        '--out', str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-2000:]
+    s = out.read_text()
+    assert 'old CAM table' not in s and '| fast_cam |' in s.split('### CAM (')[1] and 'Run alone on' in s
+    assert 'old header' in s and s.index('### CAM (') < s.index('### Another case\n\nkept as it was')
+
 def test_methods_benchmark_quick(tmp_path):
     "every case of benchmarks/peers/ runs against its peer and prints a time ratio and a ratio to Grad-CAM"
     r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'methods.py'), '--quick'], capture_output=True, text=True, cwd=ROOT)
