@@ -112,9 +112,10 @@ def _check_batch(xb, m):
     if xb.shape[0]==0: raise InputError("The batch is empty: pass at least one image.")
     c = None if w is None else w.shape[1]
     if not takes_channels(m, xb.shape[1], xb.shape[2:]):
+        order = '[n,c,D,H,W]' if xb.ndim==5 else '[n,c,H,W]'
         raise InputError(f"The model takes {c}-channel {'volumes' if vol else 'images'} but the input has "
                          f"{xb.shape[1]} channels (shape {tuple(xb.shape)}). Tensors must be in "
-                         f"{'[n,c,D,H,W]' if xb.ndim==5 else '[n,c,H,W]'} order; image files are converted automatically.")
+                         f"{order} order; image files are converted automatically.")
     if not torch.isfinite(xb).all():
         raise InputError("The input contains NaN or infinite values: check the images, "
                          "or the normalisation that made the batch (a zero std gives inf).")

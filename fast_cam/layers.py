@@ -123,7 +123,7 @@ def _pick_layer(m, xb, rule, min_side):
     return ok[-1] if ok else runs[int(np.flatnonzero(sides==sides.max())[-1])][1]
 
 def _volume_layer(m, xb, outs, rule, min_side):
-    "The layer for volumes or clips `[n,c,D,H,W]`: of the stages with a 5-D map, chosen by their H×W sides as for images"
+    "The layer for volumes or clips `[n,c,D,H,W]`: of the stages with a 5-D map, the image rule on their H×W sides"
     body = m[0] if is_body_head(m) else m
     is_map = lambda s: s is not None and len(s)==5 and math.prod(s[2:])>1
     runs = sorted((outs[o][1],o) for o in layer_candidates(body, outs) if outs[o][1] is not None and is_map(outs[o][0]))

@@ -194,7 +194,8 @@ class CAMMethod:
             c.acts,c.grads = [a.expand(C,*a.shape).flatten(0,1) for a in c.acts],[g.flatten(0,1) for g in c.grads]
         # the model ran under the user's autocast (if any); the weighting and the sum run in float32
         with no_autocast(xb):
-            maps = [self.combine(a, g, **opts) for a,g in zip(*feature_maps(m, ls, c, self.name, xb.shape[2:], reshape))]
+            fm = feature_maps(m, ls, c, self.name, xb.shape[2:], reshape)
+            maps = [self.combine(a, g, **opts) for a,g in zip(*fm)]
             res = fuse_maps(maps, fuse).float()  # float32 for a float64 model too
             return (res.unflatten(0, (-1,n)).transpose(0,1) if is_all(target) else res), c.out
     def __repr__(self): return f"{type(self).__name__}()"

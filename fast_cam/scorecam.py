@@ -177,7 +177,8 @@ class ScoreCAM(CAMMethod):
         select,fill,rounds = ifnone(select, self.select),ifnone(fill, self.fill),ifnone(rounds, self.rounds)
         if select not in _selects:
             raise CAMError(f"`select` must be one of {', '.join(map(repr, _selects))}, got {select!r}.")
-        if fill not in score_fills: raise CAMError(f"`fill` must be one of {', '.join(map(repr, score_fills))}, got {fill!r}.")
+        if fill not in score_fills:
+            raise CAMError(f"`fill` must be one of {', '.join(map(repr, score_fills))}, got {fill!r}.")
         if not isinstance(rounds, int) or rounds<1: raise CAMError(f"`rounds` must be a positive int, got {rounds!r}.")
         ls = resolve_layer(m, layer, xb)
         ls = ls if isinstance(ls, list) else [ls]

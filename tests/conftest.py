@@ -103,6 +103,40 @@ def torchcam_raw(cls, m, name, x, targets=PEER_TARGETS, scale=1., **kw):
     try: return ext(class_idx=targets, scores=m(x)*scale, normalized=False)[0].detach()
     finally: ext.remove_hooks()
 
+def pgc_scaled_target(c, s):
+    "pytorch-grad-cam's `ClassifierOutputTarget(c)` times `s`"
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    class Scaled(ClassifierOutputTarget):
+        def __call__(self, o): return super().__call__(o)*s
+    return Scaled(c)
+
+def pgc_acts_grads(m, x, layer, scale):
+    "A copy of `m`, and pytorch-grad-cam's activations and gradients (numpy) at `layer` for the `PEER_TARGETS` times `scale`"
+    import pytorch_grad_cam as pgc
+    pm = copy.deepcopy(m)
+    cam = pgc.GradCAM(model=pm, target_layers=[pm.get_submodule(layer)])
+    try:
+        outs = cam.activations_and_grads(x.clone().requires_grad_())
+        sum(pgc_scaled_target(t, scale)(o) for t,o in zip(PEER_TARGETS, outs)).backward()
+        a,g = cam.activations_and_grads.activations[0].numpy(),cam.activations_and_grads.gradients[0].numpy()
+    finally: cam.activations_and_grads.release()
+    return pm,a,g
+
+def pgc_raw(cls, d, scale, eigen_smooth=False, **kw):
+    "pytorch-grad-cam's raw map (before its ReLU, resize and scaling) from the activations and gradients in `d`"
+    # `d`: the model copy `pm`, `layer`, input `x`, activations `a` and gradients `g` (see `pgc_acts_grads`)
+    l = d['pm'].get_submodule(d['layer'])
+    cam = cls(model=d['pm'], target_layers=[l], **kw)
+    try: raw = cam.get_cam_image(d['x'], l, [pgc_scaled_target(t, scale) for t in PEER_TARGETS], d['a'], d['g'],
+                                 eigen_smooth)
+    finally: cam.activations_and_grads.release()
+    return torch.from_numpy(np.asarray(raw, dtype=np.float64))
+
+def err_up_to_sign(ours, raw):
+    "The largest per-item error of `ours` against ReLU(raw) or ReLU(-raw), whichever is closer (an SVD's sign is arbitrary)"
+    for o in ours: nonzero(o)
+    return max(min(rel_err(o, torch.relu(r)), rel_err(o, torch.relu(-r))) for o,r in zip(ours, raw))
+
 def nonzero(o): assert o.abs().max()>0, 'a map of zeros would make the comparison meaningless'
 
 def hooks_of(m):

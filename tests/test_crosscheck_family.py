@@ -3,17 +3,13 @@ import copy, pytest, torch, numpy as np
 from torch import nn
 import torch.nn.functional as F
 import pytorch_grad_cam as pgc
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import torchcam.methods as tcm
 from fast_cam.all import *
-from conftest import rel_err, PEER_ARCHS, PEER_TARGETS, tv_model, tv_x, nonzero
+import conftest
+from conftest import err_up_to_sign, rel_err, PEER_ARCHS, PEER_TARGETS, tv_model, tv_x, nonzero, pgc_acts_grads
 
 SCALE = 1e12  # gradients well above pytorch-grad-cam's epsilons (1e-6 in Grad-CAM++, 1e-7 in XGrad-CAM)
 
-class Scaled(ClassifierOutputTarget):
-    "The class logit times `s`"
-    def __init__(self, c, s): super().__init__(c); self.s = s
-    def __call__(self, o): return super().__call__(o)*self.s
 
 def scaled(o): return SCALE*o[torch.arange(len(o)), torch.tensor(PEER_TARGETS).repeat(len(o)//len(PEER_TARGETS))]
 
@@ -22,27 +18,10 @@ def arch(request):
     "A float64 model, its layer and a batch of two, with pytorch-grad-cam's activations and gradients of the scaled targets"
     name = request.param
     m,x,layer = tv_model(name),tv_x(),PEER_ARCHS[name]
-    pm = copy.deepcopy(m)
-    cam = pgc.GradCAM(model=pm, target_layers=[pm.get_submodule(layer)])
-    try:
-        outs = cam.activations_and_grads(x.clone().requires_grad_())
-        sum(Scaled(t, SCALE)(o) for t,o in zip(PEER_TARGETS, outs)).backward()
-        a,g = cam.activations_and_grads.activations[0].numpy(),cam.activations_and_grads.gradients[0].numpy()
-    finally: cam.activations_and_grads.release()
+    pm,a,g = pgc_acts_grads(m, x, layer, SCALE)
     return dict(name=name, m=m, x=x, layer=layer, a=a, g=g, pm=pm)
 
-def pgc_raw(cls, d, eigen_smooth=False, **kw):
-    "pytorch-grad-cam's raw map (before its ReLU, resize and scaling) from the captured activations and gradients"
-    l = d['pm'].get_submodule(d['layer'])
-    cam = cls(model=d['pm'], target_layers=[l], **kw)
-    try: raw = cam.get_cam_image(d['x'], l, [Scaled(t, SCALE) for t in PEER_TARGETS], d['a'], d['g'], eigen_smooth)
-    finally: cam.activations_and_grads.release()
-    return torch.from_numpy(np.asarray(raw, dtype=np.float64))
-
-def err_up_to_sign(ours, raw):
-    "The largest per-item error of `ours` against ReLU(raw) or ReLU(-raw), whichever is closer (an SVD's sign is arbitrary)"
-    for o in ours: nonzero(o)
-    return max(min(rel_err(o, F.relu(r)), rel_err(o, F.relu(-r))) for o,r in zip(ours, raw))
+def pgc_raw(cls, d, eigen_smooth=False, **kw): return conftest.pgc_raw(cls, d, SCALE, eigen_smooth, **kw)
 
 def ours(d, meth, **kw): return explain(d['m'], d['x'], meth, target=scaled, layer=d['layer'], **kw)
 

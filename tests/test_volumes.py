@@ -1,22 +1,18 @@
 "Volumes and clips `[n,c,D,H,W]` (Conv3d models): the gradient family against pytorch-grad-cam and torchcam on torchvision's three video networks, the automatic layer, and the refusals."
-import copy, pytest, torch, numpy as np
+import pytest, torch
 from torch import nn
 import torch.nn.functional as F
 import torchvision.models.video as tvv
 import pytorch_grad_cam as pgc
 import torchcam.methods as tcm
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import fastcore.test as fct
 from fast_cam.all import *
-from conftest import rel_err, nonzero, torchcam_raw, PEER_TARGETS
+import conftest
+from conftest import err_up_to_sign, rel_err, nonzero, torchcam_raw, PEER_TARGETS, pgc_acts_grads
 
 SCALE = 1e12  # gradients well above pytorch-grad-cam's epsilons (as in test_crosscheck_family.py)
 VIDEO = ['r3d_18', 'mc3_18', 'r2plus1d_18']
 LAYER = 'layer3'  # at 6 frames of 24 px: a map of 2x3x3, so every axis of the volume is a real one
-
-class Scaled(ClassifierOutputTarget):
-    def __init__(self, c, s): super().__init__(c); self.s = s
-    def __call__(self, o): return super().__call__(o)*self.s
 
 def scaled(o): return SCALE*o[torch.arange(len(o)), torch.tensor(PEER_TARGETS)]
 
@@ -27,27 +23,11 @@ def arch(request):
     m = getattr(tvv, request.param)(weights=None, num_classes=10).eval().double()
     torch.manual_seed(1)
     x = torch.randn(2, 3, 6, 24, 24, dtype=torch.float64)
-    pm = copy.deepcopy(m)
-    cam = pgc.GradCAM(model=pm, target_layers=[pm.get_submodule(LAYER)])
-    try:
-        outs = cam.activations_and_grads(x.clone().requires_grad_())
-        sum(Scaled(t, SCALE)(o) for t,o in zip(PEER_TARGETS, outs)).backward()
-        a,g = cam.activations_and_grads.activations[0].numpy(),cam.activations_and_grads.gradients[0].numpy()
-    finally: cam.activations_and_grads.release()
+    pm,a,g = pgc_acts_grads(m, x, LAYER, SCALE)
     assert a.ndim==5 and a.shape[2]>1
-    return dict(name=request.param, m=m, x=x, a=a, g=g, pm=pm)
+    return dict(name=request.param, m=m, x=x, a=a, g=g, pm=pm, layer=LAYER)
 
-def pgc_raw(cls, d, eigen_smooth=False):
-    "pytorch-grad-cam's raw 3-D map (before its ReLU, resize and scaling)"
-    l = d['pm'].get_submodule(LAYER)
-    cam = cls(model=d['pm'], target_layers=[l])
-    try: raw = cam.get_cam_image(d['x'], l, [Scaled(t, SCALE) for t in PEER_TARGETS], d['a'], d['g'], eigen_smooth)
-    finally: cam.activations_and_grads.release()
-    return torch.from_numpy(np.asarray(raw, dtype=np.float64))
-
-def err_up_to_sign(ours, raw):
-    for o in ours: nonzero(o)
-    return max(min(rel_err(o, F.relu(r)), rel_err(o, F.relu(-r))) for o,r in zip(ours, raw))
+def pgc_raw(cls, d, eigen_smooth=False): return conftest.pgc_raw(cls, d, SCALE, eigen_smooth)
 
 PGC = {'gradcam': pgc.GradCAM, 'gradcampp': pgc.GradCAMPlusPlus, 'xgradcam': pgc.XGradCAM, 'hirescam': pgc.HiResCAM,
        'layercam': pgc.LayerCAM, 'gradcam_elementwise': pgc.GradCAMElementWise}
