@@ -14,7 +14,7 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['ig_rules', 'nt_kinds', 'clean_target', 'rounds_target', 'Saliency', 'InputXGradient', 'ig_steps',
+__all__ = ['ig_rules', 'nt_kinds', 'named_classes', 'clean_target', 'rounds_target', 'Saliency', 'InputXGradient', 'ig_steps',
            'IntegratedGradients', 'window_masks', 'Occlusion', 'item_noise', 'NoiseTunnel', 'SmoothGrad',
            'SmoothGradSq', 'VarGrad']
 
@@ -26,8 +26,23 @@ def _part(o, sl):
     if isinstance(o, (tuple,list)): return type(o)(_part(v, sl) for v in o)
     return o
 
-def clean_target(m, xb, target, vocab=None):
+def named_classes(target, n, vocab=None):
+    "Class indices `[n]` of a target that names them (ints, or labels of `vocab`); None where the output decides them"
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.ndim>1: return None
+        target = target.tolist()
+    ts = list(target) if isinstance(target, (list,tuple,L,np.ndarray)) else [target]*n
+    vs = [] if vocab is None else [str(v) for v in vocab]
+    # labels become indices; an unknown label, like `None`, 'all' or 'label', is left to the output
+    ts = [vs.index(t) if isinstance(t, str) and t in vs and t not in ('all','label') else t for t in ts]
+    isint = lambda t: isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_))
+    # an index out of range is refused by the first forward that reads it, as for any target
+    return torch.tensor([int(t) for t in ts]) if len(ts)==n and all(map(isint, ts)) else None
+
+def clean_target(m, xb, target, vocab=None, need_out=True):
     "One forward on the clean batch: its `Captured` and the target its perturbed copies keep (the classes found)"
+    # `need_out=False`: no forward where the target names the classes, `(None, their indices)`
+    if not need_out and (t := named_classes(target, len(xb), vocab)) is not None: return None, t.to(xb.device)
     c = capture(m, xb, [], target, vocab, grad=False)
     keep = isinstance(c.idx, Tensor) and c.idx.ndim==1 and not is_custom(target)
     return c, (c.idx if keep else target)
@@ -88,12 +103,13 @@ class IntegratedGradients(CAMMethod):
     name,guided,has_layer,supports_all = 'integrated_gradients',True,False,False
     aliases,options = ('ig',),('n_steps','rule','baseline','bs')
     def __init__(self, n_steps=50, rule='gausslegendre', bs=128): store_attr()
+    own_out = True
     def compute(self, m, xb, target=None, layer=None, vocab=None, n_steps=None, rule=None, baseline=0., bs=None,
-                reshape=None):
+                reshape=None, need_out=True):
         self.check_target(target)
         al,w = ig_steps(ifnone(n_steps, self.n_steps), ifnone(rule, self.rule))
         n,b = len(xb),_baseline(baseline, xb)
-        c,t = clean_target(m, xb, target, vocab)
+        c,t = clean_target(m, xb, target, vocab, need_out)
         r = max(1, ifnone(bs, self.bs)//n)  # steps per backward: r*n rows
         total = 0.
         for s in range(0, len(al), r):
@@ -102,7 +118,7 @@ class IntegratedGradients(CAMMethod):
             g = capture(m, xs, [], rounds_target(t, n, len(a), vocab), vocab, grad=False, input_grad=True).xgrad
             ws = torch.tensor(w[s:s+r], dtype=g.dtype, device=g.device)
             total = total + (g.view(len(a), *xb.shape)*ws[:,None,None,None,None]).sum(0)
-        return ((xb-b).float()*total).float(), c.out
+        return ((xb-b).float()*total).float(), getattr(c, 'out', None)
 
 
 # %% ../nbs/03a_attribution.ipynb #2feafd66
@@ -167,13 +183,13 @@ def item_noise(shape, n_samples, stdevs, seed, like):
 class NoiseTunnel(CAMMethod):
     "SmoothGrad (arXiv:1706.03825), its square, or VarGrad (arXiv:1810.03307) of any method's maps on noisy copies"
     has_layer,supports_all,options = False,False,('base','kind','n_samples','stdevs','seed')
-    kind = 'smoothgrad'
+    kind,own_out = 'smoothgrad',True
     def __init__(self, base='saliency', kind=None, n_samples=8, stdevs=0.15, seed=0):
         store_attr('base,n_samples,stdevs,seed'); self.kind = ifnone(kind, self.kind)
     @property
     def guided(self): return get_method(self.base).guided  # input-space maps when `base`'s are
     def compute(self, m, xb, target=None, layer=None, vocab=None, base=None, kind=None, n_samples=None, stdevs=None,
-                seed=None, reshape=None, **opts):
+                seed=None, reshape=None, need_out=True, **opts):
         self.check_target(target)
         meth,kind = get_method(ifnone(base, self.base)),ifnone(kind, self.kind)
         if kind not in nt_kinds:
@@ -181,14 +197,15 @@ class NoiseTunnel(CAMMethod):
         S,n = ifnone(n_samples, self.n_samples),len(xb)
         if not isinstance(S, int) or S<1: raise CAMError(f"`n_samples` must be an int >= 1, got {S!r}: pass one.")
         if reshape is not None: opts['reshape'] = reshape
-        c,t = clean_target(m, xb, target, vocab)
+        c,t = clean_target(m, xb, target, vocab, need_out)
+        out = getattr(c, 'out', None)
         z = item_noise(xb.shape[1:], S, ifnone(stdevs, self.stdevs), ifnone(seed, self.seed), xb)
         xs = (xb[None] + z[:,None]).flatten(0,1)  # sample-major: row s*n+i is noise s on item i
-        mp = meth.compute(m, xs, rounds_target(t, n, S, vocab), layer, vocab, **{**meth.quiet(), **opts})[0]
+        mp = meth.compute(m, xs, rounds_target(t, n, S, vocab), layer, vocab, **{**meth.maps_only(), **opts})[0]
         mp = mp.view(S, n, *mp.shape[1:])
-        if kind=='smoothgrad': return mp.mean(0), c.out
+        if kind=='smoothgrad': return mp.mean(0), out
         sq = (mp*mp).mean(0)
-        return (sq if kind=='smoothgrad_sq' else sq - mp.mean(0)**2), c.out
+        return (sq if kind=='smoothgrad_sq' else sq - mp.mean(0)**2), out
 
 class SmoothGrad(NoiseTunnel):
     "SmoothGrad, Smilkov et al. 2017 (arXiv:1706.03825): the mean of `base`'s maps over noisy copies"

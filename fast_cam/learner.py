@@ -48,7 +48,10 @@ def explain(learn_or_model, # A `Learner` or an `nn.Module`
                                       "match it: pass one of the two.")
         target = SegTarget(target, region)  # checked against the model's output in `target_scores`
     if aug_smooth: maps,out = _aug_smooth(meth, m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
-    else: maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
+    else:
+        # a clean forward that would only give the output is skipped when the output is not returned
+        if meth.own_out and not with_preds: kwargs['need_out'] = False
+        maps,out = meth.compute(m, xb, target, layer, get_vocab(learn_or_model), **kwargs)
     # a fastai model's `ToTensorBase` output would make them `TensorBase`
     if isinstance(maps, Tensor): maps = maps.as_subclass(Tensor)
     if isinstance(with_preds, str) and with_preds=='raw': return maps,out

@@ -222,7 +222,7 @@ class SESS(MetaMethod):
         for i in range(0, len(I), bs):
             sl = slice(i, i+bs)
             t = (lambda o, f=fn: f(o)) if fn else c[I[sl]]
-            mp = b.compute(m, ps[I[sl],J[sl]], t, layer, vocab, **b.quiet(), **opts)[0]
+            mp = b.compute(m, ps[I[sl],J[sl]], t, layer, vocab, **b.maps_only(), **opts)[0]
             cams.append(scale01(upsample(scale01(mp), window)))  # as pytorch-grad-cam scales each patch map
         cams = torch.cat(cams)*w.flatten()[:,None,None]
         return self._fuse(cams, I, J, where, n, (H,W), pool, theta, smooth),out

@@ -144,11 +144,16 @@ class CAMMethod:
     def quiet(self):
         "Options that turn off the method's own progress bar (Score-CAM's), so that a caller's bar shows alone"
         return {'bar': False} if 'bar' in self.options else {}
+    def maps_only(self):
+        "Options for a caller that keeps only the maps: `quiet`, and no forward that would only give the output"
+        return {**self.quiet(), **({'need_out': False} if self.own_out else {})}
     guided = False        # maps are input-space images `[n,c,H,W]` (guided backprop), drawn with `show_guided`
     has_layer = True      # the method reads a layer's activations (`layer=` means something)
     default_layer = None  # the layer for `layer=None`: None is `cam_layer`'s automatic choice
     supports_all = True   # target='all' gives `[n,C,h,w]` in one call
     volumes = False       # takes volumes or clips `[n,c,D,H,W]` (a Conv3d model), giving maps `[n,d,h,w]`
+    own_out = False       # the output it returns costs a clean forward of its own: `compute(need_out=False)` skips it
+                          # where the target names the classes (output None), as `explain` does without `with_preds`
     def weights(self, acts, grads): raise NotImplementedError
     def weighted(self, acts, grads, **opts):
         "The weighted activations `[n,k,h,w]` whose channel sum is the map: `weights` per channel unless overridden"
