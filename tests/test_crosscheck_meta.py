@@ -85,10 +85,10 @@ def test_layercam_fused_eq9():
         assert rel_err(explain(m, x, 'layercam_fused', layer=['layer4'], norm='minmax'),
                        explain(m, x, 'layercam_fused', layer=['layer4'])) > 1e-4
 
-@pytest.mark.parametrize('name,l,smooth', [('resnet18','layer4',True),
+@pytest.mark.parametrize('name,l,smooth', [('resnet18','layer4',True), ('vgg11_bn','features.27',True),
                                             ('mobilenet_v3_small','features.12',False)])
 def test_sess_pgc(name, l, smooth):
-    "3 scales, non-overlapping windows, mean pooling (and the blur): pytorch-grad-cam's `SESS` (two architectures: time)"
+    "3 scales, non-overlapping windows, mean pooling (and the blur): pytorch-grad-cam's `SESS`, on three architectures"
     m,x = tv_model(name),tv_x(SZ)
     mc = copy.deepcopy(m)
     cam = pgc.SESS(mc, [mc.get_submodule(l)], base_method=pgc.GradCAM, num_scales=3, smooth=smooth)
