@@ -14,7 +14,7 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['ig_rules', 'nt_kinds', 'named_classes', 'clean_target', 'rounds_target', 'Saliency', 'InputXGradient', 'ig_steps',
+__all__ = ['ig_rules', 'nt_kinds', 'clean_target', 'rounds_target', 'Saliency', 'InputXGradient', 'ig_steps',
            'IntegratedGradients', 'window_masks', 'Occlusion', 'item_noise', 'NoiseTunnel', 'SmoothGrad',
            'SmoothGradSq', 'VarGrad']
 
@@ -25,19 +25,6 @@ def _part(o, sl):
     if isinstance(o, dict): return {k:_part(v, sl) for k,v in o.items()}
     if isinstance(o, (tuple,list)): return type(o)(_part(v, sl) for v in o)
     return o
-
-def named_classes(target, n, vocab=None):
-    "Class indices `[n]` of a target that names them (ints, or labels of `vocab`); None where the output decides them"
-    if isinstance(target, Tensor):
-        if target.is_floating_point() or target.is_complex() or target.ndim>1: return None
-        target = target.tolist()
-    ts = list(target) if isinstance(target, (list,tuple,L,np.ndarray)) else [target]*n
-    vs = [] if vocab is None else [str(v) for v in vocab]
-    # labels become indices; an unknown label, like `None`, 'all' or 'label', is left to the output
-    ts = [vs.index(t) if isinstance(t, str) and t in vs and t not in ('all','label') else t for t in ts]
-    isint = lambda t: isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_))
-    # an index out of range is refused by the first forward that reads it, as for any target
-    return torch.tensor([int(t) for t in ts]) if len(ts)==n and all(map(isint, ts)) else None
 
 def clean_target(m, xb, target, vocab=None, need_out=True):
     "One forward on the clean batch: its `Captured` and the target its perturbed copies keep (the classes found)"
@@ -100,10 +87,9 @@ def _baseline(b, xb):
 
 class IntegratedGradients(CAMMethod):
     "Integrated gradients, Sundararajan et al. 2017 (arXiv:1703.01365): `(x-x')⊙∫∂y/∂x` along the path, batched"
-    name,guided,has_layer,supports_all = 'integrated_gradients',True,False,False
+    name,guided,has_layer,supports_all,own_out = 'integrated_gradients',True,False,False,True
     aliases,options = ('ig',),('n_steps','rule','baseline','bs')
     def __init__(self, n_steps=50, rule='gausslegendre', bs=128): store_attr()
-    own_out = True
     def compute(self, m, xb, target=None, layer=None, vocab=None, n_steps=None, rule=None, baseline=0., bs=None,
                 reshape=None, need_out=True):
         self.check_target(target)

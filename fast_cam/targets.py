@@ -12,8 +12,8 @@ from fastai.vision.all import *
 
 # %% auto #0
 __all__ = ['get_vocab', 'is_all', 'is_label', 'is_custom', 'multi_label', 'Labels', 'no_labels', 'labels_target',
-           'resolve_target', 'target_scores', 'box_masks', 'region_masks', 'SegTarget', 'to_preds', 'explained_classes',
-           'class_label', 'class_titles']
+           'resolve_target', 'named_classes', 'target_scores', 'box_masks', 'region_masks', 'SegTarget', 'to_preds',
+           'explained_classes', 'class_label', 'class_titles']
 
 # %% ../nbs/00b_targets.ipynb #5230a4c9
 def get_vocab(learn_or_model):
@@ -29,6 +29,8 @@ def get_vocab(learn_or_model):
 
 
 # %% ../nbs/00b_targets.ipynb #2994cdf5
+def _is_index(t): return isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_))
+
 def _class_idx(t, nc, vocab):
     if isinstance(t, str):
         if vocab is None:
@@ -42,7 +44,7 @@ def _class_idx(t, nc, vocab):
         raise TargetError(f"Unknown label {t!r}." + did
                           + f" The vocab has {len(vs)} labels: {', '.join(map(repr,vs[:10]))}{more}. "
                           "Pass one of them, or a class index.")
-    if isinstance(t, (int,np.integer)) and not isinstance(t, (bool,np.bool_)):
+    if _is_index(t):
         if not -nc <= t < nc:
             raise TargetError(f"Target class {int(t)} is out of range: the model has {nc} classes (0 to {nc-1}). "
                               "Pass an index in that range or a vocab label.")
@@ -138,6 +140,17 @@ def resolve_target(target, out, vocab=None, y=None):
                               "pass one target per image, or a single class for all of them.")
         return torch.tensor([_class_idx(t, nc, vocab) for t in target], device=out.device, dtype=torch.long)
     return torch.full((n,), _class_idx(target, nc, vocab), device=out.device, dtype=torch.long)
+
+def named_classes(target, n, vocab=None):
+    "Class indices `[n]` of a target that names them (ints, or `vocab` labels), read without the output; else None"
+    # an unknown label is refused here, an index out of range by the first forward that reads it
+    if isinstance(target, Tensor):
+        if target.is_floating_point() or target.is_complex() or target.ndim>1: return None
+        target = target.tolist()
+    ts = list(target) if isinstance(target, (list,tuple,L,np.ndarray)) else [target]*n
+    named = lambda t: _is_index(t) or (isinstance(t, str) and not (is_all(t) or is_label(t)))
+    if len(ts)!=n or not all(map(named, ts)): return None
+    return torch.tensor([_class_idx(t, len(vocab or ()), vocab) if isinstance(t, str) else int(t) for t in ts])
 
 
 # %% ../nbs/00b_targets.ipynb #c1c36238
