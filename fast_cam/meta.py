@@ -37,14 +37,15 @@ def layer_maps(meth, # The base `CAMMethod`
     res = [meth.compute(m, xb, target, l, vocab, **opts) for l in ls]
     return [r[0] for r in res],res[0][1]
 
-def stage_layers(m, xb, n=3):
-    "The last module of each of the last `n` map resolutions of `m`'s body: the ends of its last `n` stages"
+def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
+    "The ends of the last `n` stages of `m`'s body whose maps reach `min_side` cells (`cam_layer`'s rule), of the last `n` if none does"
     body = m[0] if is_body_head(m) else m
     mods = layer_candidates(body)
     hw = tuple(xb.shape[-2:])
     runs = sorted((k,i,map_side(s, hw)) for i,(s,k) in enumerate(dry_run(m, mods, xb)) if k is not None)
     ends = [(i,sd) for (k,i,sd),nxt in zip(runs, runs[1:]+[(None,None,-1)]) if sd and sd!=nxt[2]]
     if not ends: raise LayerError("No stage of this model gives a spatial map: pass `layer=[...]` (see `arch_summary`).")
+    ends = [e for e in ends if e[1]>=min_side] or ends
     return [mods[i] for i,_ in ends[-n:]]
 
 def meta_layers(m, xb, layer, n=3):
