@@ -6,6 +6,7 @@ Docs: https://fast-cam.github.io/fast_cam/capture.html.md"""
 
 # %% ../nbs/01_capture.ipynb #e614b037
 from __future__ import annotations
+from contextlib import nullcontext
 from .core import *
 from .targets import *
 from fastai.vision.all import *
@@ -113,6 +114,11 @@ def _layer_grads(scores, acts, batched, retain, hvp=False):
            for g,a in zip(grads, acts)]
     return [_f32(g) for g in grads],[_f32(torch.zeros_like(a) if h is None else h) for h,a in zip(hvs, acts)]
 
+def _math_attention():
+    "Attention by its math kernel, whose backward is itself differentiable (the fused kernels' backward is not)"
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    return sdpa_kernel(SDPBackend.MATH)
+
 def capture(m, # A `Learner` or an `nn.Module`
             xb, # The normalised batch `[n,c,H,W]` the model takes (see `to_batch`)
             layers=(), # Modules whose outputs to keep (see `resolve_layer`)
@@ -130,7 +136,8 @@ def capture(m, # A `Learner` or an `nn.Module`
     acts,order,st = {},[],NS(guided=False, n_relu=0)
     ingrad = guided or input_grad
     if (ingrad or hvp) and is_all(target): raise TargetError(_ingrad_all_msg)
-    with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad):
+    # `hvp` differentiates the backward: attention (a ViT's) runs by the math kernel, as the fused kernels allow no more
+    with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad), (_math_attention() if hvp else nullcontext()):
         xin,hs = _input(xb, ingrad),[]
         keep = _keep_hook(m, len(xb), acts, grad, order if trace else None)
         hooks = [(l, keep) for l in layers] + (_guide_hooks(m, st) if guided else [])

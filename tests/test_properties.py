@@ -217,6 +217,19 @@ def _resnet(dls):
     torch.manual_seed(0)
     return vision_learner(dls, resnet18, pretrained=False)  # torchvision's in-place ReLUs, fastai's concat-pool head
 
+def _vit(dls, kind):
+    "A tiny vision transformer (8x8 patches of the 64 px files, 2 blocks) of timm or torchvision, held by a `Learner` as it is"
+    torch.manual_seed(0)
+    if kind=='timm':
+        timm = pytest.importorskip('timm')
+        m = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=len(dls.vocab), img_size=64, patch_size=8,
+                              depth=2, embed_dim=32, num_heads=2)
+    else:
+        from torchvision.models import VisionTransformer
+        m = VisionTransformer(image_size=64, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=len(dls.vocab))
+        nn.init.normal_(m.heads.head.weight, std=.1)  # torchvision starts its head at zero: every gradient would be zero
+    return Learner(dls, m)
+
 def _copy(t, f=noop):
     "A Learner on a copy of `t`'s model (same weights, modes, `.grad`), changed by `f`"
     m = copy.deepcopy(t.model)
@@ -232,7 +245,11 @@ MODELS = {  # name: (the Learner from `tiny`, context of the call, tolerance aga
     'inference': (lambda t: t, torch.inference_mode, 0),
     'frozen':    (lambda t: _copy(t, lambda m: m.requires_grad_(False)), None, 0),
     'resnet18':  (lambda t: _resnet(t.dls), None, None),
+    'vit_timm':  (lambda t: _vit(t.dls, 'timm'), None, None),
+    'vit_torchvision': (lambda t: _vit(t.dls, 'torchvision'), None, None),
 }
+# exact CAM needs a GAP → Linear head: fastai's default head and a ViT's class-token head are refused, with the fix in the message
+NO_CAM = {'resnet18', 'vit_timm', 'vit_torchvision'}
 
 # methods whose maps are differences of the scores of perturbed copies (occlusion)
 SCORE_DIFFS = {'occlusion'}
@@ -242,10 +259,9 @@ SCORE_DIFFS = {'occlusion'}
 def test_models(tiny, files, method, kind):
     make,ctx,tol = MODELS[kind]
     learn = make(tiny)
-    # exact CAM needs a GAP → Linear head: fastai's default head is refused, with the fix in the message
-    res = explains(learn, method, files, valid=not (method=='cam' and kind=='resnet18'), ctx=ctx)
+    res = explains(learn, method, files, valid=not (method=='cam' and kind in NO_CAM), ctx=ctx)
     check_shape(res, method, len(files), (64, 64))
-    if tol is None or res is None: return  # refused (a token-only method on the CNN)
+    if tol is None or res is None: return  # refused (a token-only method on a CNN, CAM without its head)
     if method in SCORE_DIFFS:
         # a difference of two near-equal scores: below half precision on the untrained tiny net, and float32's own
         # rounding (the reference) is ~1e-4 of it
