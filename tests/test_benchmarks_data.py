@@ -46,6 +46,17 @@ def test_quality_benchmark_quick(tmp_path):
         assert k in txt, k
     assert len(re.findall(r'\*\*(met|not met)\*\*', txt))>=5
 
+def test_quality_benchmark_vit_quick(tmp_path):
+    "On the ViT, LeGrad and rollout get rows; CAM, which the class-token head refuses, is listed with its reason instead"
+    out = tmp_path/'QUALITY_vit.md'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'quality.py'), '--quick', '--arch', 'vit', '--methods', 'cam,legrad,rollout',
+                        '--out', str(out)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode==0, r.stderr[-3000:]
+    txt = out.read_text()
+    for k in ('| legrad |', '| rollout |', '| gradcam |', '| uniform (baseline) |', 'Not scored, as they refuse this model: cam (CAM is exact only'):
+        assert k in txt, k
+    assert '| cam |' not in txt
+
 def test_shortcuts_benchmark_quick():
     "A planted mark is found on the planted model (one seed, the small CNN); --quick writes nothing"
     r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'shortcuts.py'), '--quick'], capture_output=True, text=True, cwd=ROOT)
