@@ -137,7 +137,8 @@ def capture(m, # A `Learner` or an `nn.Module`
     ingrad = guided or input_grad
     if (ingrad or hvp) and is_all(target): raise TargetError(_ingrad_all_msg)
     # `hvp` differentiates the backward: attention (a ViT's) runs by the math kernel, as the fused kernels allow no more
-    with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad), (_math_attention() if hvp else nullcontext()):
+    attn = _math_attention() if hvp else nullcontext()
+    with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad), attn:
         xin,hs = _input(xb, ingrad),[]
         keep = _keep_hook(m, len(xb), acts, grad, order if trace else None)
         hooks = [(l, keep) for l in layers] + (_guide_hooks(m, st) if guided else [])

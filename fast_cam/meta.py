@@ -38,7 +38,7 @@ def layer_maps(meth, # The base `CAMMethod`
     return [r[0] for r in res],res[0][1]
 
 def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
-    "The ends of the last `n` stages of `m`'s body whose maps reach `min_side` cells (`cam_layer`'s rule), of the last `n` if none does"
+    "The ends of the last `n` stages of `m`'s body whose maps reach `min_side` cells (as `cam_layer`), else of the last `n`"
     body = m[0] if is_body_head(m) else m
     mods = layer_candidates(body)
     hw = tuple(xb.shape[-2:])
