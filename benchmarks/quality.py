@@ -4,6 +4,7 @@
     python benchmarks/quality.py --variant    # also train `shapes_cnn` with a 16x16 final map and score its localisation
     python benchmarks/quality.py --arch resnet18   # a fastai resnet18 trained on the same shapes at 64 px (a second model)
     python benchmarks/quality.py --arch vit   # a timm ViT with a convolutional stem (LeGrad and rollout read its attention)
+    python benchmarks/quality.py --arch tv_vit   # the same transformer in torchvision's `VisionTransformer` (a second token model)
     python benchmarks/quality.py --methods gradcam,fullgrad   # some methods only (default: every method of the registry)
     python benchmarks/quality.py --quick      # a tiny model and a few images: only shows that the script works
 
@@ -25,7 +26,7 @@ p.add_argument('--steps', type=int, default=32, help='deletion / insertion steps
 p.add_argument('--bs', type=int, default=128, help='batch size of the perturbed forwards')
 p.add_argument('--threads', type=int, default=2)
 p.add_argument('--variant', action='store_true', help='also train shapes_cnn with a 16x16 final map (third block at stride 1)')
-p.add_argument('--arch', default='shapes_cnn', choices=['shapes_cnn','resnet18','vit'], help='the model scored')
+p.add_argument('--arch', default='shapes_cnn', choices=['shapes_cnn','resnet18','vit','tv_vit'], help='the model scored')
 p.add_argument('--methods', default='', help='comma-separated method names (default: every method of the registry)')
 p.add_argument('--quick', action='store_true', help='a tiny model and a few images')
 p.add_argument('--out', default=None, help='where to write the report (default benchmarks/QUALITY.md; none for --quick)')
@@ -38,8 +39,8 @@ quiet = bool(a.quick)
 
 # every method of the registry once (aliases share a class), the historical ones first; wrappers of another method use their default base
 FIRST = ['cam','gradcam','gradcampp','xgradcam','layercam','hirescam','scorecam','eigencam','guided_backprop','guided_gradcam']
-# LeGrad and rollout read a vision transformer's attention: only the ViT has one
-ALL = sorted({type(v): v.name for v in methods.values() if a.arch=='vit' or not getattr(v, 'token_only', False)}.values(),
+# LeGrad and rollout read a vision transformer's attention: only the ViTs have one
+ALL = sorted({type(v): v.name for v in methods.values() if a.arch in ('vit','tv_vit') or not getattr(v, 'token_only', False)}.values(),
              key=lambda k: (k not in FIRST, FIRST.index(k) if k in FIRST else 0, k))
 METHODS = a.methods.split(',') if a.methods else FIRST if a.quick else ALL  # --quick: the first ten
 METHODS += [k for k in ('gradcam','guided_backprop') if k not in METHODS]  # the targets below read them
@@ -97,8 +98,19 @@ def vit_learner(n_img=3000, epochs=10, lr=1e-3, bs=64, seed=0, quick=False):
     learn = Learner(dls, m, metrics=accuracy)
     return fit_cached(learn, f'quality_vit_{n_img}_{epochs}_{lr}_{seed}', 1 if quick else epochs, lr, cache=not quick)
 
+def tv_vit_learner(n_img=3000, epochs=10, lr=1e-3, bs=64, seed=0, quick=False):
+    "torchvision's `VisionTransformer` with `vit_learner`'s sizes and its own conv stem (`conv_stem_configs`, Xiao et al. 2021), cached"
+    from torchvision.models.vision_transformer import VisionTransformer, ConvStemConfig
+    set_seed(seed, reproducible=True)
+    dls = Shapes(300 if quick else n_img, seed=seed).dls(bs=bs)
+    m = VisionTransformer(64, 8, num_layers=6, num_heads=4, hidden_dim=128, mlp_dim=512, num_classes=len(dls.vocab),
+                          conv_stem_configs=[ConvStemConfig(o, 3, 2) for o in (32,64,64)])
+    learn = Learner(dls, m, metrics=accuracy)
+    return fit_cached(learn, f'quality_tv_vit_{n_img}_{epochs}_{lr}_{seed}', 1 if quick else epochs, lr, cache=not quick)
+
 if a.arch=='resnet18': learn = resnet_learner(quick=a.quick)
 elif a.arch=='vit': learn = vit_learner(quick=a.quick)
+elif a.arch=='tv_vit': learn = tv_vit_learner(quick=a.quick)
 else: learn = shapes_learner(n=300, epochs=1) if a.quick else shapes_learner(cache=True)
 sh = learn.dls.shapes
 with learn.no_bar(): acc = float(learn.validate()[1])
@@ -180,7 +192,9 @@ for mt,s in san.items():
 dev = platform.processor() or platform.machine()
 MODEL = dict(shapes_cnn='`shapes_cnn` trained on `Shapes` by `shapes_learner`',
              resnet18='a fastai `vision_learner` resnet18 (no pretrained weights) trained on `Shapes`',
-             vit='a timm ViT (6 blocks of width 128, 4 heads, a class token; the patch embedding three stride-2 convs) trained on `Shapes`')
+             vit='a timm ViT (6 blocks of width 128, 4 heads, a class token; the patch embedding three stride-2 convs) trained on `Shapes`',
+             tv_vit=("torchvision's `VisionTransformer` (6 blocks of width 128, 4 heads, a class token; `conv_stem_configs` of "
+                     'three stride-2 convs) trained on `Shapes`'))
 skip_txt = f"Not scored, as they refuse this model: {'; '.join(f'{k} ({v})' for k,v in skipped.items())}.\n\n" if skipped else ''
 txt = f"""# Quality benchmark
 

@@ -162,9 +162,13 @@ def grid_like(hw, grid):
     return any(abs(hw[0]-grid[0]*2.**k)<1 and abs(hw[1]-grid[1]*2.**k)<1 for k in range(-5,5))
 
 def token_layer(m):
-    "The default layer of a timm token model: `norm1` of its last transformer block (`None` if `m` is not one)"
+    "The default layer of a ViT: `norm1` of a timm model's last transformer block, `ln_1` of torchvision's; else `None`"
     t = token_net(m)
-    if t is None: return None
+    if t is None:
+        # torchvision's `VisionTransformer`: `encoder.layers` of blocks with `ln_1` and `self_attention`
+        tv = lambda o: isinstance(o._modules.get('self_attention'), nn.MultiheadAttention) and 'ln_1' in o._modules
+        blks = [o for o in as_model(m).modules() if tv(o)]
+        return blks[-1].ln_1 if blks else None
     # a transformer block is a module with `norm1` and `attn`;
     # `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
     blks = [o for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]

@@ -21,7 +21,11 @@ __all__ = ['MetaMethod', 'layer_maps', 'stage_layers', 'meta_layers', 'check_bas
 class MetaMethod(CAMMethod):
     "A method built on another one, `base`: it runs the base method's capture and weighting, and combines their maps"
     supports_all = False
+    multi_layer = False  # reads several layers: for `layer=None`, the last `n_layers` stages' ends (`stage_layers`)
     def __init__(self, base='gradcam'): self.base = base
+    def read_layers(self, m, xb, layer=None, n_layers=3, **opts):
+        if self.multi_layer: return meta_layers(m, xb, layer, n_layers)
+        return get_method(opts.get('base') or self.base).read_layers(m, xb, layer)
 
 
 # %% ../nbs/02d_meta.ipynb #b8c7a840
@@ -117,7 +121,7 @@ class FinerCAM(MetaMethod):
 # %% ../nbs/02d_meta.ipynb #91a31d02
 class RefineCAM(MetaMethod):
     "RefineCAM: the product of the base method's min-max scaled maps of several layers, upsampled to the largest"
-    name = 'refinecam'
+    name,multi_layer = 'refinecam',True
     options = ('base','n_layers','bs','bar','max_channels')
     def __init__(self, base='gradcampp'): self.base = base
     def compute(self, m, xb, target=None, layer=None, vocab=None, base=None, n_layers=3, **opts):
@@ -133,7 +137,7 @@ class RefineCAM(MetaMethod):
 # %% ../nbs/02d_meta.ipynb #573996e0
 class LayerCAMFused(MetaMethod):
     "LayerCAM's multi-layer fusion (Jiang et al. 2021, eq. 9): the max over layers of tanh(γ·M_l/max M_l), upsampled"
-    name,aliases = 'layercam_fused',('layercamfused',)
+    name,aliases,multi_layer = 'layercam_fused',('layercamfused',),True
     options = ('gamma','norm','n_layers')
     def __init__(self): self.base = 'layercam'
     def compute(self, m, xb, target=None, layer=None, vocab=None, gamma=2., norm='max', n_layers=3, reshape=None):

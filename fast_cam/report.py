@@ -145,14 +145,17 @@ def layer_reason(learn, method, layer, xb, fhw=None):
     meth,m = get_method(method),as_model(learn)
     if not meth.has_layer: return [], f"{meth.name} works on the input's gradients: it reads no layer"
     lay = ifnone(layer, meth.default_layer)
-    l = resolve_layer(learn, lay, xb)
-    if isinstance(l, list): return l, "the layers passed as `layer=`"
+    l = meth.read_layers(m, xb, layer)
+    if isinstance(l, list):
+        if layer is not None: return l, "the layers passed as `layer=`"
+        if getattr(meth, 'token_only', False): return l, f"{meth.name} reads the attention of every transformer block"
+        return l, f"{meth.name} fuses the ends of the model's last {len(l)} stages (`stage_layers`)"
     H,W = xb.shape[-2:]
     at = f" ({fhw[0]}×{fhw[1]} cells at this {H}×{W} input)" if fhw else ''
     if lay is not None and lay not in ('auto',):
         if lay=='last': return [l], f"`layer='last'`: the last layer with a spatial output{at}"
         return [l], f"passed as `layer={lay!r}`{at}"
-    if l is token_layer(m): why = "a token model: `norm1` of its last transformer block, its tokens on the patch grid"
+    if l is token_layer(m): why = "a ViT: `norm1` (torchvision's `ln_1`) of its last block, tokens on the patch grid"
     elif l is unet_layer(m): why = "a U-Net: its last `UnetBlock` (the encoder and middle convolution do not localise)"
     else:
         last = cam_layer(learn, xb, rule='last')

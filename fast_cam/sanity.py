@@ -104,8 +104,10 @@ def sanity_check(learn_or_model, # A `Learner` or an `nn.Module` (never changed:
     meth = get_method(method)
     xb = to_batch(learn_or_model, x)
     idx = explained_classes(target, batch_outputs(m, xb, 64), get_vocab(learn_or_model), need='The metrics')
-    # a method's own default layer when `layer` is None (CAM's is the last one before the pooling)
-    lay = None if not meth.has_layer else _layer_names(m, resolve_layer(m, ifnone(layer, meth.default_layer), xb))
+    # the layers the method reads, by name (the copy's modules): its own default when `layer` is None (CAM's is the
+    # last one before the pooling; a multi-layer method's several stages; an attention method's every block)
+    lay = meth.read_layers(m, xb, layer, **kwargs)
+    lay = None if lay is None else _layer_names(m, lay)
     blocks = cascade_blocks(m) if blocks is None else [module_name(m, get_module(m, b)) for b in L(blocks)]
     size = tuple(xb.shape[-2:]) if size=='input' else size
     kwargs = {**meth.quiet(), **kwargs}  # one bar at most: the check's own

@@ -14,7 +14,8 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['ViT', 'vit_parts', 'vit_blocks', 'attention_probes', 'LeGrad', 'check_rollout', 'attention_rollout', 'Rollout']
+__all__ = ['ViT', 'vit_parts', 'vit_blocks', 'attention_probes', 'AttentionMethod', 'LeGrad', 'check_rollout',
+           'attention_rollout', 'Rollout']
 
 # %% ../nbs/02e_tokens.ipynb #5103f646
 class ViT:
@@ -143,10 +144,14 @@ def _cut(mod, args):
     "A block's input as a new leaf: the gradient of a block's own score stops at the block"
     return (args[0].detach().requires_grad_(),) + tuple(args[1:])
 
-class LeGrad(CAMMethod):
+class AttentionMethod(CAMMethod):
+    "A method that reads a vision transformer's attention, in the blocks `layer` names (`None`: every block)"
+    token_only = True  # refuses models that are not vision transformers
+    def read_layers(self, m, xb, layer=None, **opts): return vit_blocks(vit_parts(m, self.name), layer)
+
+class LeGrad(AttentionMethod):
     "LeGrad, Bousselham et al. 2024 (arXiv:2404.03214): per block, ReLU(∂s^l/∂A^l) over heads and queries, averaged"
     name,supports_all,options = 'legrad',False,('pool',)
-    token_only = True  # refuses models that are not vision transformers
     def compute(self, m, xb, target=None, layer=None, vocab=None, pool='mean'):
         self.check_target(target)
         vit = vit_parts(m, 'LeGrad')
@@ -192,11 +197,10 @@ def attention_rollout(attns, # Per-block attention probabilities `[n,heads,T,T]`
         res = (a / a.sum(-1, keepdim=True)) @ res
     return res
 
-class Rollout(CAMMethod):
+class Rollout(AttentionMethod):
     "Attention rollout, Abnar & Zuidema 2020 (arXiv:2005.00928): the class token's row of the joint attention"
     name,aliases,needs_grad,supports_all = 'rollout',('attentionrollout',),False,False  # class-agnostic
     options = ('head_fusion','discard_ratio')
-    token_only = True  # refuses models that are not vision transformers
     def compute(self, m, xb, target=None, layer=None, vocab=None, head_fusion='mean', discard_ratio=0.):
         self.check_target(target)
         check_rollout(head_fusion, discard_ratio)

@@ -1,5 +1,6 @@
 "The data-set, small-input, memory, quality and shortcut benchmark scripts run (--quick). Their timings are never asserted here."
 import os, subprocess, sys, re
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -46,10 +47,11 @@ def test_quality_benchmark_quick(tmp_path):
         assert k in txt, k
     assert len(re.findall(r'\*\*(met|not met)\*\*', txt))>=5
 
-def test_quality_benchmark_vit_quick(tmp_path):
-    "On the ViT, LeGrad and rollout get rows; CAM, which the class-token head refuses, is listed with its reason instead"
-    out = tmp_path/'QUALITY_vit.md'
-    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'quality.py'), '--quick', '--arch', 'vit', '--methods', 'cam,legrad,rollout',
+@pytest.mark.parametrize('arch', ['vit', 'tv_vit'])
+def test_quality_benchmark_vit_quick(tmp_path, arch):
+    "On the timm and torchvision ViTs, LeGrad and rollout get rows; CAM, which the class-token head refuses, is listed with its reason"
+    out = tmp_path/f'QUALITY_{arch}.md'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'quality.py'), '--quick', '--arch', arch, '--methods', 'cam,legrad,rollout',
                         '--out', str(out)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode==0, r.stderr[-3000:]
     txt = out.read_text()

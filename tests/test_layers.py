@@ -112,6 +112,20 @@ def test_token_layer(vit, deit, swin, vit_learn):
     assert token_layer(nn.Sequential(nn.Conv2d(3,4,3), nn.ReLU())) is None
     assert token_grid(vit)==(4,4) and token_grid(swin)==(32,32) and token_grid(nn.Conv2d(3,4,3)) is None
 
+@pytest.mark.parametrize('stem', [False, True])
+def test_token_layer_torchvision(stem):
+    "torchvision's ViT (with a patch conv or a conv stem): `ln_1` of the last encoder block, not the patch embedding"
+    from torchvision.models.vision_transformer import VisionTransformer, ConvStemConfig
+    torch.manual_seed(0)
+    cfg = [ConvStemConfig(o, 3, 2) for o in (8,16,16)] if stem else None
+    m = VisionTransformer(64, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3, conv_stem_configs=cfg).eval()
+    nn.init.normal_(m.heads.head.weight, std=.5)  # torchvision zero-initialises the head
+    x = torch.randn(2,3,64,64)
+    assert token_layer(m) is m.encoder.layers[-1].ln_1
+    assert cam_layer(m, x) is m.encoder.layers[-1].ln_1
+    mp = explain(m, x, 'gradcam')
+    assert mp.shape==(2,8,8) and mp.amax((1,2)).gt(0).all()
+
 def test_last_block_has_no_patch_gradient(vit):
     "Why norm1: after the last attention, ViT's score ignores the patch tokens, so their gradient is zero there"
     xb = _xb(64)

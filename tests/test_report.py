@@ -176,3 +176,14 @@ def test_renders_in_chromium(rep, width):
     assert ok==n-1
     assert len(console)==1 and 'fast_cam-probe' in console[0], console
     assert sw<=iw, f'the page is {sw} px wide in a {iw} px window'
+
+def test_layer_reason_names_the_layers_read(slearn, sbatch):
+    "The report's layer line names the layers each method reads by default: one stage, several, or none"
+    from fast_cam.report import layer_reason
+    xb = sbatch[0][:2]
+    ls,why = layer_reason(slearn, 'gradcam', None, xb)
+    assert ls==[cam_layer(slearn, xb)] and 'automatic rule' in why
+    ls,why = layer_reason(slearn, 'layercam_fused', None, xb)
+    assert len(ls)>1 and [id(o) for o in ls]==[id(o) for o in get_method('layercam_fused').read_layers(slearn.model, xb)]
+    assert 'stages' in why
+    assert layer_reason(slearn, 'saliency', None, xb)==([], "saliency works on the input's gradients: it reads no layer")

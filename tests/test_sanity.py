@@ -67,3 +67,25 @@ def test_sanity_check_tells_methods_apart(slearn, sbatch):
     assert g.maps.shape==(6, 6, 64, 64) and 0<=g.maps.min() and g.maps.max()<=1
     ax = g.plot(); g.show([0,1])
     import matplotlib.pyplot as plt; plt.close('all')
+
+def _tv_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+    torch.manual_seed(0)
+    m = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3).eval()
+    nn.init.normal_(m.heads.head.weight, std=.5)  # torchvision zero-initialises the head: all gradients would be zero
+    return m
+
+@pytest.mark.parametrize('method,model', [('layercam_fused','resnet'), ('refinecam','resnet'), ('legrad','vit'), ('rollout','vit')])
+def test_sanity_check_reads_the_methods_own_layers(method, model):
+    "With `layer=None` the check explains the layers `explain` reads by default (several stages, every block), not `cam_layer`'s one"
+    from torchvision.models import resnet18
+    torch.manual_seed(0)
+    m = resnet18(num_classes=3).eval() if model=='resnet' else _tv_vit()
+    x = torch.randn(2,3,32,32) if model=='vit' else torch.randn(2,3,64,64)
+    ls = get_method(method).read_layers(m, x)
+    assert isinstance(ls, list) and len(ls)>1
+    assert all(any(l is o for o in m.modules()) for l in ls)
+    s0,s1 = sanity_check(m, x, method),sanity_check(m, x, method, layer=ls)
+    assert torch.equal(s0.maps, s1.maps)
+    # the maps of the trained model are `explain`'s own default maps
+    assert torch.allclose(s0.maps[0], min_max_scale(saliency_at(saliency(explain(m, x, method)), x.shape[-2:])))
