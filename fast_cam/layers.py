@@ -14,7 +14,8 @@ from fastai.vision.all import *
 
 # %% auto #0
 __all__ = ['MIN_SIDE', 'layer_candidates', 'token_hw', 'map_layout', 'map_side', 'token_net', 'token_grid', 'grid_like',
-           'token_layer', 'unet_layer', 'cam_layer', 'resolve_layer', 'arch_summary', 'check_spatial', 'to_spatial']
+           'token_norms', 'token_layer', 'unet_layer', 'cam_layer', 'resolve_layer', 'arch_summary', 'check_spatial',
+           'to_spatial']
 
 # %% ../nbs/01a_layers.ipynb #66c8f163
 def _is_spatial(o): return isinstance(o, Tensor) and o.ndim==4 and o.shape[2]*o.shape[3]>1
@@ -161,18 +162,21 @@ def grid_like(hw, grid):
     "Is `hw` the patch `grid` scaled by a power of two (a Swin stage, the CNN stem of a hybrid ViT)?"
     return any(abs(hw[0]-grid[0]*2.**k)<1 and abs(hw[1]-grid[1]*2.**k)<1 for k in range(-5,5))
 
-def token_layer(m):
-    "The default layer of a ViT: `norm1` of a timm model's last transformer block, `ln_1` of torchvision's; else `None`"
+def token_norms(m):
+    "`norm1` of every transformer block of a timm token model, `ln_1` of torchvision's `VisionTransformer`, in order"
     t = token_net(m)
     if t is None:
         # torchvision's `VisionTransformer`: `encoder.layers` of blocks with `ln_1` and `self_attention`
         tv = lambda o: isinstance(o._modules.get('self_attention'), nn.MultiheadAttention) and 'ln_1' in o._modules
-        blks = [o for o in as_model(m).modules() if tv(o)]
-        return blks[-1].ln_1 if blks else None
+        return [o.ln_1 for o in as_model(m).modules() if tv(o)]
     # a transformer block is a module with `norm1` and `attn`;
     # `modules()` lists ViT's `blocks` and Swin's `layers[i].blocks` in order
-    blks = [o for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]
-    return blks[-1].norm1 if blks else None
+    return [o.norm1 for o in t.modules() if isinstance(getattr(o, 'norm1', None), nn.Module) and hasattr(o, 'attn')]
+
+def token_layer(m):
+    "The default layer of a ViT: `norm1` of a timm model's last transformer block, `ln_1` of torchvision's; else `None`"
+    ns = token_norms(m)
+    return ns[-1] if ns else None
 
 
 

@@ -43,10 +43,15 @@ def layer_maps(meth, # The base `CAMMethod`
 
 def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
     "The ends of the last `n` stages of `m`'s body whose maps reach `min_side` cells (as `cam_layer`), else of the last `n`"
+    # a ViT: the `norm1` of its last `n` blocks
     body = m[0] if is_body_head(m) else m
-    mods = layer_candidates(body)
+    mods,norms = layer_candidates(body),token_norms(m)
     hw = tuple(xb.shape[-2:])
-    runs = sorted((k,i,map_side(s, hw)) for i,(s,k) in enumerate(dry_run(m, mods, xb)) if k is not None)
+    shapes = dry_run(m, mods+norms, xb)
+    # a ViT's blocks all work on one grid, and after the last block's attention only its class token counts: its stages
+    # are its blocks, read at `norm1` (as `token_layer`). Swin's stages shrink the grid, and follow the rule below
+    if norms and len({s for s,k in shapes[len(mods):]})==1: return norms[-n:]
+    runs = sorted((k,i,map_side(s, hw)) for i,(s,k) in enumerate(shapes[:len(mods)]) if k is not None)
     ends = [(i,sd) for (k,i,sd),nxt in zip(runs, runs[1:]+[(None,None,-1)]) if sd and sd!=nxt[2]]
     if not ends: raise LayerError("No stage of this model gives a spatial map: pass `layer=[...]` (see `arch_summary`).")
     ends = [e for e in ends if e[1]>=min_side] or ends

@@ -109,3 +109,22 @@ def test_layercam_fused_one_layer_torchcam():
     assert rel_err(ref, cams[0].float()) < 1e-6, 'torchcam fuses one layer as the identity'
     ours = explain(m, x, 'layercam_fused', target=scaled(PEER_TARGETS), layer=['layer4'], norm='minmax')
     assert rel_err(ours, torch.tanh(2*ref)) < 1e-5 and rel_err(ours, ref) > 1e-3
+
+@pytest.mark.parametrize('kind', ['timm', 'torchvision'])
+@pytest.mark.parametrize('method', ['layercam_fused', 'refinecam'])
+def test_multilayer_default_on_vits(kind, method):
+    "On a ViT the default layers are the last three blocks' norm1 (ln_1): the maps are not empty, and equal passing them"
+    import timm
+    from torchvision.models import VisionTransformer
+    torch.manual_seed(0)
+    if kind=='timm':
+        m = timm.create_model('vit_tiny_patch16_224', pretrained=False, img_size=64, num_classes=3, depth=4).eval()
+        norms = [b.norm1 for b in m.blocks]
+    else:
+        m = VisionTransformer(64, 8, num_layers=4, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3).eval()
+        torch.nn.init.normal_(m.heads.head.weight, std=.5)  # torchvision zero-initialises the head
+        norms = [b.ln_1 for b in m.encoder.layers]
+    x = torch.randn(2, 3, 64, 64)
+    mp = explain(m, x, method)
+    assert (mp.amax((1,2)) > 0).all()
+    assert torch.equal(mp, explain(m, x, method, layer=norms[-3:]))
