@@ -25,8 +25,15 @@ def cascade_blocks(learn_or_model):
     "Dotted names of the blocks cascading randomisation resets, from the output down"
     m = as_model(learn_or_model)
     parts = [('1.', m[1]), ('0.', m[0])] if is_body_head(m) else [('', m)]
-    res = [pre+nm for pre,p in parts for nm,o in reversed(list(p.named_children()))
-           if any(True for _ in o.parameters())]
+    # a transformer's blocks (the modules holding each `norm1`/`ln_1`) count one by one: the modules above them are opened
+    ns = {id(n) for n in token_norms(m)}
+    blocks = {id(o) for o in m.modules() if any(id(c) in ns for c in o.children())}
+    def _steps(pre, p):
+        for nm,o in reversed(list(p.named_children())):
+            if not any(True for _ in o.parameters()): continue
+            if id(o) not in blocks and any(id(c) in blocks for c in o.modules()): yield from _steps(f'{pre}{nm}.', o)
+            else: yield pre+nm
+    res = [s for pre,p in parts for s in _steps(pre, p)]
     if not res: raise LayerError("The model has no child module with parameters to randomise: "
                                  "pass `blocks=` (names or modules, top first).")
     return res

@@ -89,3 +89,18 @@ def test_sanity_check_reads_the_methods_own_layers(method, model):
     assert torch.equal(s0.maps, s1.maps)
     # the maps of the trained model are `explain`'s own default maps
     assert torch.allclose(s0.maps[0], min_max_scale(saliency_at(saliency(explain(m, x, method)), x.shape[-2:])))
+
+def test_cascade_blocks_transformers():
+    "A ViT's blocks are reset one at a time, last first; the modules above them are opened, CNN stages are not"
+    import timm
+    from torchvision.models import VisionTransformer
+    v = timm.create_model('vit_tiny_patch16_224', pretrained=False, img_size=64, num_classes=3, depth=3)
+    assert cascade_blocks(v)==['head', 'norm', 'blocks.2', 'blocks.1', 'blocks.0', 'patch_embed']
+    tv = VisionTransformer(64, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3)
+    assert cascade_blocks(tv)==['heads', 'encoder.ln', 'encoder.layers.encoder_layer_1', 'encoder.layers.encoder_layer_0', 'conv_proj']
+    s = timm.create_model('swin_tiny_patch4_window7_224', pretrained=False, img_size=64, window_size=2, num_classes=3)
+    bl = cascade_blocks(s)
+    assert bl[:4]==['head', 'norm', 'layers.3.blocks.1', 'layers.3.blocks.0'] and bl[-1]=='patch_embed'
+    assert bl.index('layers.2.blocks.0') < bl.index('layers.1.blocks.1')
+    r = sanity_check(v.eval(), torch.randn(2, 3, 64, 64), 'gradcam')
+    assert list(r.df.randomised)==['(none)', 'head', 'norm', 'blocks.2', 'blocks.1', 'blocks.0', 'patch_embed']
