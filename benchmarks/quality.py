@@ -61,7 +61,7 @@ def fit_variant(seed=0, n_img=3000, epochs=7, lr=1e-2, bs=64):
     f.parent.mkdir(parents=True, exist_ok=True); torch.save(learn.model.state_dict(), f)
     return learn,time.perf_counter()-t
 
-def fmt(v, k=None): return '' if v!=v else (f'{v:.1f}' if k in ('avg_drop','avg_inc') else f'{v:.3f}')
+def fmt(v, k=None): return '–' if v!=v else (f'{v:.1f}' if k in ('avg_drop','avg_inc') else f'{v:.3f}')
 
 def md_table(df, bold_best=True):
     "A markdown table of `df` (index = method); the best method of each column in bold"
@@ -184,7 +184,18 @@ targets = [
 
 early = [mt for mt,s in san.items() if s.df.spearman.iloc[1] < .5]
 late = [mt for mt,s in san.items() if s.df.spearman.iloc[-1] > .5]
-closest = max((mt for mt in san if mt!='eigencam'), key=lambda mt: san[mt].df.spearman.iloc[-1])
+blind = [mt for mt,s in san.items() if s.df.spearman.iloc[1] > .999]  # maps that do not read the class: the head cannot move them
+_last = lambda mt: san[mt].df.spearman.iloc[-1]
+closest = max((mt for mt in san if mt not in blind and _last(mt)==_last(mt)), key=_last, default=None)
+late_txt = (f"Still above 0.5 once every block is random: {', '.join(late)}; these maps follow the image more than the weights. "
+            if late else "No method stays above 0.5 once every block is random. ")
+undef = [mt for mt,s in san.items() if s.df.spearman.isna().any()]
+blind_txt = (f"Unchanged once the head is random (Spearman > 0.999): {', '.join(blind)}; these maps do not read the class, "
+             "so the head cannot move them. " if blind else '')
+closest_txt = (f"Of the class-specific methods, the one that stays closest to its original map after full randomisation is "
+               f"{closest} ({_last(closest):.3f})." if closest else '')
+undef_txt = (f" A cell is – where every map of a step was constant, so the rank correlation is undefined ({', '.join(undef)})."
+             if undef else '')
 san_lines = ['| method | ' + ' | '.join(f'+{b}' for b in blocks) + ' | SSIM, all random | constant maps, all random |', '|---'*(len(blocks)+3) + '|']
 for mt,s in san.items():
     san_lines.append(f'| {mt} | ' + ' | '.join(fmt(v) for v in s.df.spearman[1:]) + f' | {fmt(s.df.ssim.iloc[-1])} | {int(s.df.n_const.iloc[-1])} of {len(xs)} |')
@@ -218,7 +229,7 @@ Maps explain the predicted class. `pointing`: the map's peak within 15 px at 224
 
 ## Cascading randomisation
 
-Spearman rank correlation of each method's maps (upsampled to 64 px, min-max scaled) with the trained model's, on {len(xs)} images, as the model's parts are re-initialised from the top, the head first ({', '.join(blocks)}), and the SSIM once all are random. Below 0.5 as soon as the head is random: {', '.join(early) or 'none'}. Eigen-CAM ignores the head, so it cannot change at the first step. Still above 0.5 once every block is random: {', '.join(late) or 'none'}; these maps follow the image more than the weights. Of the class-specific methods, the one that stays closest to its original map after full randomisation is {closest} ({san[closest].df.spearman.iloc[-1]:.3f}).
+Spearman rank correlation of each method's maps (upsampled to 64 px, min-max scaled) with the trained model's, on {len(xs)} images, as the model's parts are re-initialised from the top, the head first ({', '.join(blocks)}), and the SSIM once all are random. Below 0.5 as soon as the head is random: {', '.join(early) or 'none'}. {blind_txt}{late_txt}{closest_txt}{undef_txt}
 
 {chr(10).join(san_lines)}
 

@@ -25,7 +25,7 @@ def cascade_blocks(learn_or_model):
     "Dotted names of the blocks cascading randomisation resets, from the output down"
     m = as_model(learn_or_model)
     parts = [('1.', m[1]), ('0.', m[0])] if is_body_head(m) else [('', m)]
-    # a transformer's blocks (the modules holding each `norm1`/`ln_1`) count one by one: the modules above them are opened
+    # a transformer's blocks (the parents of each `norm1`/`ln_1`) count one by one; the modules above them are opened
     ns = {id(n) for n in token_norms(m)}
     blocks = {id(o) for o in m.modules() if any(id(c) in ns for c in o.children())}
     def _steps(pre, p):
