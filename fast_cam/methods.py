@@ -148,7 +148,7 @@ class CAMMethod:
         "Options for a caller that keeps only the maps: `quiet`, and no forward that would only give the output"
         return {**self.quiet(), **({'need_out': False} if self.own_out else {})}
     def read_layers(self, m, xb, layer=None, **opts):
-        "The module (or list) this method reads on `m` at the input `xb` for `layer` (its own default for None), or None"
+        "The module (or list) this method reads on `m` at input `xb` for `layer` (None: its own default)"
         # a multi-layer or attention method's `None` is not `cam_layer`'s single layer (they override this)
         return resolve_layer(m, ifnone(layer, self.default_layer), xb) if self.has_layer else None
     guided = False        # maps are input-space images `[n,c,H,W]` (guided backprop), drawn with `show_guided`
