@@ -9,6 +9,11 @@ message; a *raw error* is anything else.
     python benchmarks/zoo.py                      # every model; writes benchmarks/ZOO.md (about an hour on 2 CPU cores)
     python benchmarks/zoo.py --quick              # 13 models (QUICK); prints, writes nothing, exits 1 unless all work
     python benchmarks/zoo.py --models a,b         # these models only; prints, writes nothing
+    python benchmarks/zoo.py --all-methods        # every method of `fast_cam.methods` on every model: benchmarks/ZOO_METHODS.md
+
+With `--all-methods` each of the ~34 methods runs on its own (a failure of one does not stop the others), with the
+cheap settings of `CHEAP` (fewer channels, samples and steps: the same code paths at a fraction of the forwards), and
+the record of each model is appended to a JSON-lines file as it is done, so a stopped run goes on where it stopped.
 """
 import os, sys, time, argparse, json, traceback, warnings, gc
 os.environ.setdefault('MPLBACKEND', 'Agg')
@@ -44,14 +49,23 @@ efficientvim_m1 csatv2_21m vitamin_small_224
 QUICK = ['resnet18', 'tresnet_m', 'csatv2_21m', 'selecsls42b', 'ghostnet_100', 'mixer_s16_224', 'sequencer2d_s', 'levit_128s',
          'tnt_s_patch16_224', 'nest_tiny', 'efficientformer_l1', 'vit_tiny_patch16_224', 'swinv2_cr_tiny_ns_224']
 METHODS = ('gradcam', 'gradcampp', 'layercam', 'eigencam', 'guided_gradcam')
+# --all-methods: every method once (aliases share a class), each with settings that keep its forwards few
+ALL = sorted({type(v): v.name for v in methods.values()}.values())
+CHEAP = dict(scorecam=dict(max_channels=16), ablationcam=dict(max_channels=16), sscam=dict(max_channels=8, n_samples=2),
+             iscam=dict(max_channels=8, n_samples=2), refinecam=dict(max_channels=16), smoothgradcampp=dict(n_samples=2),
+             integrated_gradients=dict(n_steps=4), smoothgrad=dict(n_samples=2), vargrad=dict(n_samples=2),
+             guided_backprop=dict(n_samples=1), sess=dict(n_scales=1), occlusion=dict(sliding_window_shapes=(3,32,32), strides=(3,32,32)))
 
 p = argparse.ArgumentParser()
 p.add_argument('--quick', action='store_true', help=f"only {', '.join(QUICK)}")
 p.add_argument('--models', default=None, help='comma-separated timm names')
 p.add_argument('--size', type=int, default=96, help='input size for models that take any size')
 p.add_argument('--threads', type=int, default=2)
-p.add_argument('--out', default=str(Path(__file__).parent/'ZOO.md'))
+p.add_argument('--out', default=None, help='the report (default: benchmarks/ZOO.md, or ZOO_METHODS.md with --all-methods)')
+p.add_argument('--all-methods', action='store_true', help='every method of `fast_cam.methods`, each on its own')
+p.add_argument('--jsonl', default=None, help='with --all-methods: the records so far (default: benchmarks/ZOO_METHODS.jsonl)')
 a = p.parse_args()
+a.out = a.out or str(Path(__file__).parent/('ZOO_METHODS.md' if a.all_methods else 'ZOO.md'))
 torch.set_num_threads(a.threads)
 names = QUICK if a.quick else a.models.split(',') if a.models else MODELS
 write = not (a.quick or a.models)
@@ -151,6 +165,85 @@ def table(recs):
         note = r['note'].replace('|', '\\|').replace('\n', ' ')
         res.append(f"| `{r['model']}` | {r['family']} | {r['size'] or ''} | {r['result']} | `{r['layer']}` | {r['map']} | {r['nonzero']} | {r['secs']} | {note} |")
     return '\n'.join(res), cnt
+
+def _outcome(f):
+    "Run `f`: ('works', '') or the kind of failure and its message"
+    try: f(); return 'works',''
+    except CAMError as e: return 'refused',f'{type(e).__name__}: {str(e)[:300]}'
+    except AssertionError as e: return 'wrong',str(e)[:300]
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        return 'raw',f'{type(e).__name__}: {str(e)[:200]} ({Path(tb.filename).name}:{tb.lineno})'
+
+def run_methods(name):
+    "Every method on `name`, each on its own: `{method: (result, note)}`, and the model's size and seconds"
+    rec = dict(model=name, family=family(name), size=None, methods={}, note='', secs=0.)
+    t0 = time.perf_counter()
+    try: learn,sz = make_learner(name)
+    except Unrunnable as e: rec['note'] = f'fastai cannot run it: {e}'; return rec
+    except Exception as e: rec['note'] = f'no Learner: {type(e).__name__}: {str(e)[:200]}'; return rec
+    rec['size'] = sz
+    xb = learn.dls.one_batch()[0][:2].as_subclass(torch.Tensor)
+    m = learn.model
+    for meth in ALL:
+        t1 = time.perf_counter()
+        def f():
+            s = snapshot(m)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter('ignore')
+                    mp = learn.heatmap(xb, method=meth, **CHEAP.get(meth, {}))
+            finally: assert_same(m, s)
+            check_map(mp, (2, 3, sz, sz) if get_method(meth).guided else (2,), meth)
+        res,note = _outcome(f)
+        rec['methods'][meth] = (res, note, round(time.perf_counter()-t1, 2))
+        gc.collect()
+    rec['secs'] = round(time.perf_counter()-t0, 1)
+    return rec
+
+def methods_table(recs):
+    "The summary per method, then every call that did not work, with its message"
+    ok = [r for r in recs if r['size']]
+    kinds = ('works','refused','wrong','raw')
+    cnt = {k: sum(r['methods'][mt][0]==k for r in ok for mt in ALL if mt in r['methods']) for k in kinds}
+    n = sum(len(r['methods']) for r in ok)
+    res = [f"{len(ok)} models from {len({r['family'] for r in ok})} timm families × {len(ALL)} methods = {n} calls: "
+           f"**{cnt['works']} work**, {cnt['refused']} clear refusals, {cnt['wrong']} wrong maps or state changed, "
+           f"{cnt['raw']} raw errors. Left out: {len(recs)-len(ok)} models fastai cannot run on their own input.", '',
+           '| method | works | refused | wrong | raw | median seconds |', '|---|---|---|---|---|---|']
+    for mt in ALL:
+        rs = [r['methods'][mt] for r in ok if mt in r['methods']]
+        sec = sorted(o[2] for o in rs)
+        res.append(f"| `{mt}` | " + ' | '.join(str(sum(o[0]==k for o in rs)) for k in kinds) + f" | {sec[len(sec)//2] if sec else ''} |")
+    res += ['', '### Calls that did not work', '', 'A refusal is the `CAMError` the user sees; its message says why and what to do instead.', '',
+            '| model | method | result | message |', '|---|---|---|---|']
+    for r in ok:
+        for mt,(kind,note,_) in r['methods'].items():
+            if kind!='works': res.append(f"| `{r['model']}` | `{mt}` | {kind} | {note.replace('|', chr(92)+'|').replace(chr(10), ' ')} |")
+    return '\n'.join(res), cnt
+
+if a.all_methods:
+    jl = Path(a.jsonl or Path(__file__).parent/'ZOO_METHODS.jsonl')
+    done = {}
+    if jl.exists(): done = {r['model']: r for r in map(json.loads, jl.read_text().splitlines()) if r.get('methods') or r['note']}
+    recs = []
+    for nm in names:
+        if nm in done: recs.append(done[nm]); continue
+        r = run_methods(nm)
+        recs.append(r)
+        with jl.open('a') as fh: fh.write(json.dumps(r, ensure_ascii=False) + '\n')
+        bad = {k: v[0] for k,v in r['methods'].items() if v[0] not in ('works','refused')}
+        print(f"{nm}: {r['secs']} s, {sum(v[0]=='works' for v in r['methods'].values())}/{len(r['methods'])} work {bad or ''} {r['note']}", flush=True)
+    md,cnt = methods_table(recs)
+    print(md.splitlines()[0])
+    if not a.models:
+        head = (f"# Every fast_cam method on the timm zoo\n\nWritten by `python benchmarks/zoo.py --all-methods` (timm {timm.__version__}, "
+                f"torch {torch.__version__}, fastai {fastai.__version__}). The models and their inputs are those of `ZOO.md` (random weights, "
+                f"batch of 2); every method of `fast_cam.methods` runs on each, on its own, with the settings of `CHEAP` in the script "
+                f"({', '.join(f'{k}: ' + ', '.join(f'{a}={b}' for a,b in v.items()) for k,v in CHEAP.items())}). "
+                "A call *works* when it gives finite float32 maps of the documented shape and leaves the model's state as it was.\n\n")
+        Path(a.out).write_text(head + md + '\n')
+    sys.exit(0)
 
 recs = []
 for nm in names:

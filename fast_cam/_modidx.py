@@ -637,5 +637,6 @@ d = { 'settings': { 'branch': 'main',
                                  'fast_cam.tokens.attention_probes': ('tokens.html#attention_probes', 'fast_cam/tokens.py'),
                                  'fast_cam.tokens.attention_rollout': ('tokens.html#attention_rollout', 'fast_cam/tokens.py'),
                                  'fast_cam.tokens.check_rollout': ('tokens.html#check_rollout', 'fast_cam/tokens.py'),
+                                 'fast_cam.tokens.head_after': ('tokens.html#head_after', 'fast_cam/tokens.py'),
                                  'fast_cam.tokens.vit_blocks': ('tokens.html#vit_blocks', 'fast_cam/tokens.py'),
                                  'fast_cam.tokens.vit_parts': ('tokens.html#vit_parts', 'fast_cam/tokens.py')}}}

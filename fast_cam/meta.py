@@ -44,18 +44,26 @@ def layer_maps(meth, # The base `CAMMethod`
 def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
     "The ends of the last `n` stages of `m`'s body whose maps reach `min_side` cells (as `cam_layer`), else of the last `n`"
     # a ViT: the `norm1` of its last `n` blocks
-    body = m[0] if is_body_head(m) else m
-    mods,norms = layer_candidates(body),token_norms(m)
-    hw = tuple(xb.shape[-2:])
-    shapes = dry_run(m, mods+norms, xb)
+    body,norms,hw = m[0] if is_body_head(m) else m,token_norms(m),tuple(xb.shape[-2:])
+    every = [o for o in m.modules() if o is not m]
+    outs = dict(zip(every, dry_run(m, every, xb)))  # one dry run, as `cam_layer`'s
     # a ViT's blocks all work on one grid, and after the last block's attention only its class token counts: its stages
     # are its blocks, read at `norm1` (as `token_layer`). Swin's stages shrink the grid, and follow the rule below
-    if norms and len({s for s,k in shapes[len(mods):]})==1: return norms[-n:]
-    runs = sorted((k,i,map_side(s, hw)) for i,(s,k) in enumerate(shapes[:len(mods)]) if k is not None)
-    ends = [(i,sd) for (k,i,sd),nxt in zip(runs, runs[1:]+[(None,None,-1)]) if sd and sd!=nxt[2]]
+    if norms and len({outs[o][0] for o in norms})==1: return norms[-n:]
+    # the modules holding the network's whole state (a wrapper such as fastai's `TimmBody` opened)
+    mods = layer_candidates(body, outs)
+    runs = [(k,o,sd) for k,o,sd in sorted(((outs[o][1],o,map_side(outs[o][0], hw)) for o in mods if outs[o][1] is not None),
+                                          key=lambda r: r[0]) if sd]
+    ends = [(o,sd) for (k,o,sd),nxt in zip(runs, runs[1:]+[(None,None,-1)]) if sd!=nxt[2]]
     if not ends: raise LayerError("No stage of this model gives a spatial map: pass `layer=[...]` (see `arch_summary`).")
+    # a model whose blocks all keep one grid (MLP-Mixer, ConvMixer): the last `n` of its blocks, the children of the module
+    # that holds most of the modules on that grid
+    if len(ends)==1:
+        same = [o for k,o,sd in runs if sd==ends[0][1]]
+        kids = max(([c for c in o.children() if c in same] for o in same), key=len)
+        return (kids if len(kids)>1 else same)[-n:]
     ends = [e for e in ends if e[1]>=min_side] or ends
-    return [mods[i] for i,_ in ends[-n:]]
+    return [o for o,_ in ends[-n:]]
 
 def meta_layers(m, xb, layer, n=3):
     "The layers of a multi-layer method: those of `layer` (a list), or the ends of the last `n` stages for `None`"

@@ -14,7 +14,7 @@ from .methods import *
 from fastai.vision.all import *
 
 # %% auto #0
-__all__ = ['ViT', 'vit_parts', 'vit_blocks', 'attention_probes', 'AttentionMethod', 'LeGrad', 'check_rollout',
+__all__ = ['ViT', 'vit_parts', 'vit_blocks', 'attention_probes', 'head_after', 'AttentionMethod', 'LeGrad', 'check_rollout',
            'attention_rollout', 'Rollout']
 
 # %% ../nbs/02e_tokens.ipynb #5103f646
@@ -27,12 +27,12 @@ class ViT:
         p = self.net.patch_size
         return (hw[0]//p, hw[1]//p)
     def attn(self, b): return b.attn if self.kind=='timm' else b.self_attention
-    def logits(self, z, pool='mean'):
-        "The class scores of the tokens `z` `[n,T,c]` of any block, by the model's own final norm and head"
+    def logits(self, z, pool='mean', post=None):
+        "The class scores of the tokens `z` `[n,T,c]` of any block, by the model's own final norm and head (then `post`)"
         # 'mean': of the mean token (LeGrad's code, torchcam); 'token': of the tokens the model pools (its class token)
         if pool=='mean': z = z.mean(1, keepdim=True).expand_as(z)
-        if self.kind=='timm': return self.net.forward_head(self.net.norm(z))
-        return self.net.heads(self.net.encoder.ln(z)[:,0])
+        s = self.net.forward_head(self.net.norm(z)) if self.kind=='timm' else self.net.heads(self.net.encoder.ln(z)[:,0])
+        return s if post is None else post(s)
 
 _not_vit_msg = ("{name} reads the attention of a vision transformer (a timm ViT/DeiT with `blocks` of `Attention`, "
                 "or a torchvision `VisionTransformer`); this model has none. "
@@ -137,8 +137,19 @@ def _block_scores(target, vocab, outs):
 
 _legrad_target_msg = ("LeGrad explains one class per item of a classifier's scores [n, classes]: "
                       "pass a class (or None for the predicted one), or a callable of the scores.")
-_legrad_head_msg = ("LeGrad reads each block's class scores through the model's own final norm and head: "
-                    "pass the timm or torchvision ViT itself, not a model that wraps it.")
+_legrad_head_msg = ("LeGrad reads each block's class scores through the model's own final norm and head: pass the timm or "
+                    "torchvision ViT itself, or a `Sequential` whose first part gives the ViT's output (fastai's "
+                    "`vision_learner` body, then its head), not another model that wraps it.")
+
+def head_after(vit):
+    "The modules turning the ViT's output into the model's: `None` for the ViT itself, `m[1:]` for fastai's `vision_learner`"
+    m,net = vit.m,vit.net
+    if net is m: return None
+    # fastai's `TimmBody` runs the whole timm model (its head an identity) unless it pools the features itself
+    body = isinstance(m, nn.Sequential) and len(m)>1 and (m[0] is net or (isinstance(m[0], TimmBody) and m[0].model is net
+                                                                           and not m[0].needs_pool))
+    if body: return m[1:]
+    raise LayerError(_legrad_head_msg)
 
 def _cut(mod, args):
     "A block's input as a new leaf: the gradient of a block's own score stops at the block"
@@ -156,9 +167,8 @@ class LeGrad(AttentionMethod):
         self.check_target(target)
         vit = vit_parts(m, 'LeGrad')
         if pool not in ('mean','token'): raise CAMError(f"`pool` must be 'mean' or 'token', got {pool!r}: pass one.")
-        if vit.net is not vit.m: raise LayerError(_legrad_head_msg)
-        blks,outs = vit_blocks(vit, layer),[]
-        keep = lambda mod,i,o: outs.append(vit.logits(o, pool))
+        post,blks,outs = head_after(vit),vit_blocks(vit, layer),[]
+        keep = lambda mod,i,o: outs.append(vit.logits(o, pool, post))
         with attention_probes(vit, blks, replay=True) as probes, \
              _hooked([(b,'pre',_cut) for b in blks] + [(b,'fwd',keep) for b in blks]):
             # one backward of the sum of the blocks' scores: with each block's input cut, block l's own score alone

@@ -113,3 +113,19 @@ def test_refusals(xb):
     with pytest.raises(CAMError, match='pool'): explain(m, xb, 'legrad', pool='cls')
     with pytest.raises(LayerError, match='transformer block'): explain(m, xb, 'legrad', layer='head')
     assert all(b.attn.fused_attn for b in m.blocks)  # the fused attention is back after each call
+
+def test_legrad_vision_learner(dls):
+    "fastai's `vision_learner` over a timm ViT: LeGrad reads each block's scores through the ViT's norm and fastai's head"
+    import copy
+    from fastai.vision.all import vision_learner
+    torch.manual_seed(0)
+    learn = vision_learner(dls, 'vit_tiny_patch16_224', pretrained=False, img_size=64, patch_size=16, depth=3)
+    xb = dls.one_batch()[0][:2].as_subclass(torch.Tensor)
+    ours = learn.heatmap(xb, method='legrad', target=[0, 1])
+    # the same network as one timm model: the ViT with fastai's head as its own
+    net = copy.deepcopy(learn.model[0].model).eval(); net.head = copy.deepcopy(learn.model[1]).eval()
+    with torch.no_grad(): assert rel_err(net(xb), learn.model.eval()(xb)) < 1e-6
+    ref = explain(net, xb, 'legrad', target=[0, 1])
+    assert ours.shape==(2, 4, 4) and ref.abs().max()>0 and rel_err(ours, ref) < 1e-5
+    for wrapped in (nn.Sequential(nn.Identity(), net), nn.Sequential(net, nn.Softmax(1))[::-1]):
+        with pytest.raises(LayerError, match='vision_learner'): explain(wrapped, xb, 'legrad')
