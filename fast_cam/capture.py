@@ -17,7 +17,7 @@ __all__ = ['Captured', 'no_autocast', 'capture']
 # %% ../nbs/01_capture.ipynb #76caa1b4
 class Captured:
     "What one `capture` returns: activations, gradients (`[C,n,...]` for `target='all'`), model output, target classes"
-    def __init__(self, acts, grads, out, idx, xgrad=None, order=None, n_relu=0, hvps=None): store_attr()
+    def __init__(self, acts, grads, out, idx, xgrad=None, order=None, n_relu=0, hvps=None, layers=None): store_attr()
     def __repr__(self):
         return (f"Captured(acts={[tuple(a.shape) for a in self.acts]}, grads={self.grads is not None}, "
                 f"xgrad={self.xgrad is not None})")
@@ -114,10 +114,17 @@ def _layer_grads(scores, acts, batched, retain, hvp=False):
            for g,a in zip(grads, acts)]
     return [_f32(g) for g in grads],[_f32(torch.zeros_like(a) if h is None else h) for h,a in zip(hvs, acts)]
 
-def _math_attention():
-    "Attention by its math kernel, whose backward is itself differentiable (the fused kernels' backward is not)"
+def _hardsigmoid(x, inplace=False): return F.relu6(x+3)/6  # the same function, twice differentiable
+
+@contextmanager
+def _twice_differentiable():
+    "Attention by its math kernel and `hardsigmoid` as `relu6(x+3)/6`: torch cannot differentiate the backward of either"
+    # (the fused attention kernels' backward, and `hardsigmoid_backward`: MobileNetV3's and GhostNet's squeeze-excite)
     from torch.nn.attention import sdpa_kernel, SDPBackend
-    return sdpa_kernel(SDPBackend.MATH)
+    hs,F.hardsigmoid = F.hardsigmoid,_hardsigmoid
+    try:
+        with sdpa_kernel(SDPBackend.MATH): yield
+    finally: F.hardsigmoid = hs
 
 def capture(m, # A `Learner` or an `nn.Module`
             xb, # The normalised batch `[n,c,H,W]` the model takes (see `to_batch`)
@@ -129,15 +136,16 @@ def capture(m, # A `Learner` or an `nn.Module`
             trace=False, # Record the order in which `layers` and the leaf modules ran, in `Captured.order`
             input_grad=False, # Also the plain gradients of the target scores with respect to `xb`
             hvp=False, # Also the Hessian-vector products H·a for each layer output a, in `Captured.hvps` (ShapleyCAM)
-            batched=True # For `target='all'`: the C backward passes in one vmapped call (else a loop)
+            batched=True, # For `target='all'`: the C backward passes in one vmapped call (else a loop)
+            unused='raise' # A layer of `layers` that does not run: 'raise' a `LayerError`, or 'drop' it (`Captured.layers`)
            ):
     "One forward of `m` on `xb`: outputs of `layers`, the output, the target classes and the gradients asked for"
     m,layers = as_model(m),list(layers)
     acts,order,st = {},[],NS(guided=False, n_relu=0)
     ingrad = guided or input_grad
     if (ingrad or hvp) and is_all(target): raise TargetError(_ingrad_all_msg)
-    # `hvp` differentiates the backward: attention (a ViT's) runs by the math kernel, as the fused kernels allow no more
-    attn = _math_attention() if hvp else nullcontext()
+    # `hvp` differentiates the backward: attention (a ViT's) by the math kernel, `hardsigmoid` by its formula
+    attn = _twice_differentiable() if hvp else nullcontext()
     with ModelState(m), torch.inference_mode(False), torch.set_grad_enabled(ingrad), attn:
         xin,hs = _input(xb, ingrad),[]
         keep = _keep_hook(m, len(xb), acts, grad, order if trace else None)
@@ -149,7 +157,8 @@ def capture(m, # A `Learner` or an `nn.Module`
         finally:
             for h in hs: h.remove()
         missing = [l for l in layers if l not in acts]
-        if missing: raise LayerError(_not_run_msg.format(name=module_name(m, missing[0])))
+        if missing and unused=='drop': layers = [l for l in layers if l in acts]
+        elif missing: raise LayerError(_not_run_msg.format(name=module_name(m, missing[0])))
         with torch.set_grad_enabled(grad or ingrad):
             scores,idx = target_scores(target, out, vocab) if grad or ingrad or not is_all(target) else (None,None)
         la = [acts[l] for l in layers] + ([xin] if input_grad and not guided else [])
@@ -160,5 +169,6 @@ def capture(m, # A `Learner` or an `nn.Module`
         if ingrad and xgrad is None:
             st.guided = guided  # the ReLU hooks guide this backward only
             xgrad = _f32(torch.autograd.grad(scores.sum(), xin)[0])
-        return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu, hvps)
+        return Captured([_f32(acts[l]) for l in layers], grads, _detach_out(out), idx, xgrad, order, st.n_relu, hvps,
+                        layers)
 

@@ -46,12 +46,13 @@ class FullGrad(CAMMethod):
             warnings.warn("FullGrad uses every biased Conv2d/BatchNorm2d layer, so `layer=` is ignored: leave it None.")
         ls = bias_layers(m)
         if not ls: warnings.warn("The model has no biased Conv2d/BatchNorm2d: FullGrad is its input-gradient term.")
-        c = capture(m, xb, ls, target, vocab, input_grad=True)
+        # a biased layer the forward does not run (a head fastai's `TimmBody` leaves out) adds nothing to the output
+        c = capture(m, xb, ls, target, vocab, input_grad=True, unused='drop')
         hw = xb.shape[-2:]
         with no_autocast(xb):
             res = _psi_sum(c.xgrad*xb.detach().to(c.xgrad.dtype))
             by_size = {}
-            for l,g in zip(ls, c.grads):
+            for l,g in zip(c.layers, c.grads or []):
                 # the map of each channel, eq. 5; the layers of one resolution are summed before one upsampling
                 s = _psi_sum(g*effective_bias(l).to(g.dtype)[:,None,None])
                 k = tuple(s.shape[-2:])

@@ -98,9 +98,14 @@ class AblationCAM(MaskedCAM):
                 return xb[I_[sl.start]][None] if short else xb[I_[sl]]
             def _ablate(mod, inp, out):
                 sl = cur['sl']
-                r = raw[I_[sl]].to(out.dtype)  # a copy
+                # a block that passes a list on (timm's selecsls): its first tensor, the map `capture` read, is ablated;
+                # the rest, of the one item in `short`, repeated
+                t = first_tensor(out, 1 if short else sl.stop-sl.start)
+                r = raw[I_[sl]].to(t.dtype)  # a copy
                 r.movedim(dim, 1)[torch.arange(len(r), device=r.device), J_[sl]] = 0
-                return r
+                if out is t: return r
+                rep = lambda x: x.expand(len(r), *x.shape[1:]) if short and isinstance(x, Tensor) and len(x)==1 else x
+                return type(out)(r if x is t else rep(x) for x in out)
             h = l.register_forward_hook(_ablate)
             try:
                 s = batched_forward(m, _make, len(I_), step, _reader(c.idx, I_, fn, n, a.dtype),

@@ -76,3 +76,29 @@ def test_sampled_fast_fills(meth):
         fm = explain(m, xb, meth, max_channels=k//2, fill=fill, **kw)
         assert fm.shape==ex.shape and torch.isfinite(fm).all() and fm.abs().max()>0
     with pytest.raises(CAMError, match="`fill` must be one of 'gp'"): explain(m, xb, meth, max_channels=2, fill='median', **kw)
+
+class _ListBlock(torch.nn.Module):
+    "A block that passes `[map, skip]` on, as timm's selecsls blocks do (`as_list=False`: the map alone)"
+    def __init__(self, conv, as_list=True): super().__init__(); self.conv,self.as_list = conv,as_list
+    def forward(self, x): y = torch.relu(self.conv(x)); return [y, x] if self.as_list else y
+
+class _ListNet(torch.nn.Module):
+    def __init__(self, blk, conv2, conv3, head): super().__init__(); self.blk,self.conv2,self.conv3,self.head = blk,conv2,conv3,head
+    def forward(self, x):
+        o = self.blk(x)
+        y,s = o if isinstance(o, list) else (o, x)
+        return self.head(self.conv2(y) + self.conv3(s))
+
+@pytest.mark.parametrize('target', [None, [0, 2]])
+def test_ablationcam_list_outputs(target):
+    "A layer whose output is a list is ablated in its first tensor, the map `capture` reads: the same as its tensor twin"
+    nn = torch.nn
+    torch.manual_seed(0)
+    conv,c2,c3 = nn.Conv2d(3, 6, 3, padding=1),nn.Conv2d(6, 4, 3, padding=1),nn.Conv2d(3, 4, 1)
+    head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    ml,mt = _ListNet(_ListBlock(conv), c2, c3, head).eval(),_ListNet(_ListBlock(conv, False), c2, c3, head).eval()
+    xb = torch.randn(2, 3, 16, 16)
+    ours = explain(ml, xb, 'ablationcam', target=target, layer='blk', bar=False)
+    ref = explain(mt, xb, 'ablationcam', target=target, layer='blk', bar=False)
+    nonzero(ref)
+    assert rel_err(ours, ref) < 1e-5
