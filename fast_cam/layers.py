@@ -285,7 +285,8 @@ def _tokens(a, m, l, grid, hw=None):
     "Tokens `[n, extra+h·w, c]` as `[n,c,h,w]`, dropping the `extra` class/distillation tokens timm puts first"
     n,T,c = a.shape
     k,npre = _n_channels(l),getattr(token_net(m), 'num_prefix_tokens', None)
-    extras = [npre] if isinstance(npre, int) else [0,1,2]  # none, a class token, class + distillation tokens
+    # none, a class token, class + distillation tokens; a model's blocks before its class token joins have none (CaiT)
+    extras = ([npre] + ([0] if npre else [])) if isinstance(npre, int) else [0,1,2]
     if grid is not None:
         hws = [(math.ceil(grid[0]/2**i), math.ceil(grid[1]/2**i)) for i in range(6)]  # Swin stages halve the grid
         fits = [(e,(h,w)) for h,w in hws for e in extras if T-e==h*w]

@@ -6,6 +6,7 @@ Docs: https://fast-cam.github.io/fast_cam/meta.html.md"""
 
 # %% ../nbs/02d_meta.ipynb #a2a8ddf8
 from __future__ import annotations
+import weakref
 from .core import *
 from .targets import *
 from .capture import *
@@ -41,8 +42,24 @@ def layer_maps(meth, # The base `CAMMethod`
     res = [meth.compute(m, xb, target, l, vocab, **opts) for l in ls]
     return [r[0] for r in res],res[0][1]
 
+def _reaches_output(m, xb, l):
+    "Does `m`'s output depend on the map of layer `l` (its patch tokens, for tokens)? (one capture of a random item)"
+    with probe_input(m, xb) as x:
+        try: g = capture(m, x, [l], target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads[0]
+        except LayerError: return False  # it did not run, or the output does not depend on it
+        except CAMError: return True  # nothing to tell
+        try: return bool(to_spatial(g, m, l, tuple(xb.shape[-2:])).any())
+        except CAMError: return True
+
+_stage_cache = weakref.WeakKeyDictionary()
 def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
     "The ends of the last `n` stages of `m`'s body whose maps reach `min_side` cells (as `cam_layer`), else of the last `n`"
+    m = as_model(m)
+    key = (tuple(xb.shape[1:]), sum(1 for _ in m.modules()), n, min_side)  # found once per model and input size
+    if key not in _stage_cache.setdefault(m, {}): _stage_cache[m][key] = _stage_layers(m, xb, n, min_side)
+    return list(_stage_cache[m][key])
+
+def _stage_layers(m, xb, n, min_side):
     # a ViT: the `norm1` of its last `n` blocks
     body,norms,hw = m[0] if is_body_head(m) else m,token_norms(m),tuple(xb.shape[-2:])
     every = [o for o in m.modules() if o is not m]
@@ -61,9 +78,15 @@ def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
     if len(ends)==1:
         same = [o for k,o,sd in runs if sd==ends[0][1]]
         kids = max(([c for c in o.children() if c in same] for o in same), key=len)
-        return (kids if len(kids)>1 else same)[-n:]
-    ends = [e for e in ends if e[1]>=min_side] or ends
-    return [o for o,_ in ends[-n:]]
+        res = (kids if len(kids)>1 else same)[-n:]
+    else: res = [o for o,_ in ([e for e in ends if e[1]>=min_side] or ends)[-n:]]
+    # a class token pooled at the end (PiT, XCiT): the last stages' patch tokens reach no output; the last block's
+    # `norm1` (`token_layer`) in their place
+    if norms:
+        live = [o for o in res if _reaches_output(m, xb, o)]
+        if len(live)<len(res) and norms[-1] not in live: live.append(norms[-1])
+        res = live
+    return res
 
 def meta_layers(m, xb, layer, n=3):
     "The layers of a multi-layer method: those of `layer` (a list), or the ends of the last `n` stages for `None`"

@@ -21,11 +21,16 @@ __all__ = ['ViT', 'vit_parts', 'vit_blocks', 'attention_probes', 'head_after', '
 class ViT:
     "A vision transformer's parts LeGrad and rollout read: `blocks`, `kind` ('timm' or 'torchvision'), `n_extra` tokens"
     def __init__(self, m, net, kind, blocks, n_extra): store_attr()
-    def grid(self, hw):
-        "The patch grid `(h,w)` for inputs of size `hw`"
-        if self.kind=='timm': return token_grid(self.net, hw)
-        p = self.net.patch_size
-        return (hw[0]//p, hw[1]//p)
+    def grid(self, hw, att=None, name='This method'):
+        "The patch grid `(h,w)` for inputs of size `hw`, checked against attention probabilities `att` `[n,heads,T,T]`"
+        g = token_grid(self.net, hw) if self.kind=='timm' else (hw[0]//self.net.patch_size, hw[1]//self.net.patch_size)
+        T = None if g is None else self.n_extra + g[0]*g[1]
+        if g is None or (att is not None and tuple(att.shape[-2:])!=(T,T)):
+            # XCiT's blocks attend across channels, not tokens
+            raise LayerError(f"{name} reads the attention between a vision transformer's tokens [n, heads, T, T], "
+                             f"and this model's is {tuple(att.shape) if att is not None else 'not on a patch grid'}: "
+                             "use a CAM method such as 'gradcam' (at `token_layer`) instead.")
+        return g
     def attn(self, b): return b.attn if self.kind=='timm' else b.self_attention
     def logits(self, z, pool='mean', post=None):
         "The class scores of the tokens `z` `[n,T,c]` of any block, by the model's own final norm and head (then `post`)"
@@ -174,7 +179,7 @@ class LeGrad(AttentionMethod):
             # one backward of the sum of the blocks' scores: with each block's input cut, block l's own score alone
             # reaches its attention
             c = capture(m, xb, probes, _block_scores(target, vocab, outs), vocab)
-        h,w = vit.grid(xb.shape[-2:])
+        h,w = vit.grid(xb.shape[-2:], c.grads[0], 'LeGrad')
         maps = torch.stack([F.relu(g).mean((1,2))[:, vit.n_extra:] for g in c.grads]).mean(0)
         return maps.reshape(len(xb), h, w).float(), c.out
 
@@ -217,7 +222,7 @@ class Rollout(AttentionMethod):
         vit = vit_parts(m, 'Attention rollout')
         blks = vit_blocks(vit, layer)
         with attention_probes(vit, blks) as probes: c = capture(m, xb, probes, target, vocab, grad=False)
-        h,w = vit.grid(xb.shape[-2:])
+        h,w = vit.grid(xb.shape[-2:], c.acts[0], 'Attention rollout')
         with no_autocast(xb):
             r = attention_rollout(c.acts, head_fusion, discard_ratio)[:, 0, vit.n_extra:]
         return r.reshape(len(xb), h, w).float(), c.out

@@ -1,5 +1,5 @@
 "The meta-methods (Finer-CAM, RefineCAM, LayerCAM's fusion, SESS) against pytorch-grad-cam's and torchcam's, on three architectures."
-import copy, pytest, torch, numpy as np
+import copy, warnings, pytest, torch, numpy as np
 import pytorch_grad_cam as pgc
 import torchcam.methods as tcm
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -128,3 +128,27 @@ def test_multilayer_default_on_vits(kind, method):
     mp = explain(m, x, method)
     assert (mp.amax((1,2)) > 0).all()
     assert torch.equal(mp, explain(m, x, method, layer=norms[-3:]))
+
+def _timm_small(name, **kw):
+    import timm
+    torch.manual_seed(0)
+    return timm.create_model(name, pretrained=False, num_classes=3, **kw).eval()
+
+@pytest.mark.parametrize('method', ['layercam_fused', 'refinecam'])
+def test_multilayer_default_class_token_models(method):
+    "Models whose last stages' patch tokens reach no output (PiT, XCiT) or whose first blocks have no class token (CaiT)"
+    from fast_cam.meta import stage_layers
+    x,x224 = torch.randn(2, 3, 64, 64),torch.randn(2, 3, 224, 224)  # PiT's last stage reaches 7 cells at 224 px only
+    pit = _timm_small('pit_ti_224', depth=[1, 1, 1])
+    cait = _timm_small('cait_xxs24_224', img_size=64, depth=3, depth_token_only=1)
+    xcit = _timm_small('xcit_nano_12_p16_224', img_size=64, depth=3, cls_attn_layers=2)
+    want = {pit: pit.transformers[-1].blocks[-1].norm1, cait: cait.blocks[-1], xcit: xcit.cls_attn_blocks[-1].norm1}
+    for m,last in want.items():
+        xb = x224 if m is pit else x
+        ls = stage_layers(m, xb)
+        assert ls[-1] is last, [module_name(m, l) for l in ls]
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')  # no layer whose patch tokens reach no output
+            mp = explain(m, xb, method, **({'max_channels': 8} if method=='refinecam' else {}))
+        assert mp.shape[0]==2 and torch.isfinite(mp).all()
+        assert torch.equal(mp, explain(m, xb, method, layer=ls, **({'max_channels': 8} if method=='refinecam' else {})))

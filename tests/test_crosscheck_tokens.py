@@ -129,3 +129,9 @@ def test_legrad_vision_learner(dls):
     assert ours.shape==(2, 4, 4) and ref.abs().max()>0 and rel_err(ours, ref) < 1e-5
     for wrapped in (nn.Sequential(nn.Identity(), net), nn.Sequential(net, nn.Softmax(1))[::-1]):
         with pytest.raises(LayerError, match='vision_learner'): explain(wrapped, xb, 'legrad')
+
+def test_refuses_channel_attention(xb):
+    "XCiT's blocks attend across channels ([n, heads, c, c]), not tokens: LeGrad and rollout refuse, naming what to use"
+    m = timm.create_model('xcit_nano_12_p16_224', pretrained=False, img_size=64, depth=2, cls_attn_layers=1, num_classes=5).eval()
+    for meth in ('legrad', 'rollout'):
+        with pytest.raises(LayerError, match="between a vision transformer's tokens.*gradcam"): explain(m, xb, meth)

@@ -31,3 +31,17 @@ def test_quick_zoo_layers(zoo):
     assert recs['sequencer2d_s']['layer'].startswith('0.model.stages.')
     assert recs['tnt_s_patch16_224']['layer']=='0.model.blocks.10'   # after the last block only the class token counts
     assert recs['nest_tiny']['layer'] in ('0.model.norm', '0.model.levels.2')
+
+def test_all_methods_one_model(tmp_path):
+    "`--all-methods` on GhostNet (a hardsigmoid gate, a head fastai's `TimmBody` skips): every method works or refuses clearly"
+    env = {**os.environ, 'MPLBACKEND': 'Agg'}
+    jl = tmp_path/'zoo.jsonl'
+    r = subprocess.run([sys.executable, str(ROOT/'benchmarks'/'zoo.py'), '--all-methods', '--models', 'ghostnet_100', '--threads', '2',
+                        '--jsonl', str(jl)], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode==0, r.stderr[-2000:]
+    rec = json.loads(jl.read_text().splitlines()[0])
+    res = {k: v[0] for k,v in rec['methods'].items()}
+    assert len(res)>=34 and set(res.values())<={'works','refused'}, res
+    # CAM (fastai's head is not CAM-exact) and the two ViT-only methods refuse; FullGrad and ShapleyCAM once did not work here
+    assert {k for k,v in res.items() if v=='refused'}=={'cam','legrad','rollout'}, res
+    assert '34 methods' in r.stdout or f'{len(res)} methods' in r.stdout
