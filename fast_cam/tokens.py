@@ -56,7 +56,8 @@ def vit_parts(m, # An `nn.Module` (or `Learner`)
     m = as_model(m)
     net = token_net(m)
     if net is not None:
-        blks = [b for b in getattr(net, 'blocks', []) if hasattr(getattr(b, 'attn', None), 'fused_attn')]
+        # timm's `Attention` (and its kin: EVA, BEiT) switch to eager attention by `fused_attn`, read at `attn_drop`
+        blks = [b for b in getattr(net, 'blocks', []) if all(hasattr(getattr(b, 'attn', None), k) for k in ('fused_attn','attn_drop'))]
         if blks: return ViT(m, net, 'timm', blks, int(getattr(net, 'num_prefix_tokens', 1)))
     tv = _tv_vit(m)
     if tv is not None:

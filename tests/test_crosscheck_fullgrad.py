@@ -57,3 +57,32 @@ def test_rest_is_pgc_rest():
     torch.manual_seed(0); z = torch.randn(2, 10)
     test = torch.stack([ClassifierOutputReST(c)(o) for c,o in zip(TARGETS, z)])
     assert rel_err(ReST(TARGETS)(z), test) <= 1e-6
+
+class _HSig(torch.nn.Module):
+    def forward(self, x): return torch.nn.functional.hardtanh(x, -3., 3.)/6 + .5  # hardsigmoid, written out
+
+def test_shapleycam_through_hardsigmoid():
+    "MobileNetV3's squeeze-excite gate is a hardsigmoid, whose backward torch cannot differentiate: pytorch-grad-cam's ShapleyCAM raises; fast_cam's equals the model with the gate written out"
+    m,x,name = _model('mobilenet_v3_small'),_x(),'features.3'
+    ref = copy.deepcopy(m)
+    for nm,o in list(ref.named_modules()):
+        if isinstance(o, torch.nn.Hardsigmoid): ref.set_submodule(nm, _HSig())
+    ours = explain(m, x, 'shapleycam', target=ReST(TARGETS), layer=name)
+    nonzero(ours)
+    assert rel_err(ours, explain(ref, x, 'shapleycam', target=ReST(TARGETS), layer=name)) < 1e-5
+    with pytest.raises(RuntimeError, match='hardsigmoid'):
+        _peer(pgc.ShapleyCAM, m, name, x, [ClassifierOutputReST(c) for c in TARGETS])
+
+class _PixelConv(torch.nn.Module):
+    "A biased conv run on every 8×8 patch as its own item (TNT's pixel embedding), beside a CNN"
+    def __init__(self, net): super().__init__(); self.net,self.px = net,torch.nn.Conv2d(3, 4, 3, padding=1)
+    def forward(self, x):
+        n = len(x)
+        p = torch.nn.functional.unfold(x, 8, stride=8).transpose(1, 2).reshape(-1, 3, 8, 8)  # [n·patches, 3, 8, 8]
+        return self.net(x) + self.px(p).reshape(n, -1).mean(1, keepdim=True)
+
+def test_fullgrad_leaves_out_per_patch_layers():
+    "A biased layer whose output is not a map of the items (TNT) is left out with a warning, not a raw size error"
+    m,x = _PixelConv(_model('resnet18')).eval(),_x()
+    with pytest.warns(UserWarning, match='leaves out 1 biased layers'): mp = explain(m, x, 'fullgrad', target=TARGETS)
+    assert mp.shape==(2, 64, 64) and torch.isfinite(mp).all()

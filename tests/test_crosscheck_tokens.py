@@ -135,3 +135,10 @@ def test_refuses_channel_attention(xb):
     m = timm.create_model('xcit_nano_12_p16_224', pretrained=False, img_size=64, depth=2, cls_attn_layers=1, num_classes=5).eval()
     for meth in ('legrad', 'rollout'):
         with pytest.raises(LayerError, match="between a vision transformer's tokens.*gradcam"): explain(m, xb, meth)
+
+def test_refuses_mask_unit_attention(xb):
+    "Hiera's `MaskUnitAttention` has no eager attention to read: LeGrad and rollout refuse it, naming what to use"
+    m = timm.create_model('hiera_tiny_224', pretrained=False, num_classes=5).eval()
+    x = torch.randn(1, 3, 224, 224)
+    for meth in ('legrad', 'rollout'):
+        with pytest.raises(LayerError, match='gradcam'): explain(m, x, meth)
