@@ -47,7 +47,7 @@ def _reaches_output(m, xb, l):
     with probe_input(m, xb) as x:
         try: g = capture(m, x, [l], target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads[0]
         except LayerError: return False  # it did not run, or the output does not depend on it
-        except CAMError: return True  # nothing to tell
+        except (CAMError, RuntimeError): return True  # nothing to tell (VOLO: a layer computed outside autograd)
         try: return bool(to_spatial(g, m, l, tuple(xb.shape[-2:])).any())
         except CAMError: return True
 

@@ -152,3 +152,14 @@ def test_multilayer_default_class_token_models(method):
             mp = explain(m, xb, method, **({'max_channels': 8} if method=='refinecam' else {}))
         assert mp.shape[0]==2 and torch.isfinite(mp).all()
         assert torch.equal(mp, explain(m, xb, method, layer=ls, **({'max_channels': 8} if method=='refinecam' else {})))
+
+def test_reaches_output_layer_outside_autograd():
+    "A layer whose output is computed outside autograd (as in VOLO) tells nothing: the probe says so, it does not raise"
+    from fast_cam.meta import _reaches_output
+    class NoGrad(torch.nn.Module):
+        def forward(self, x):
+            with torch.no_grad(): return x*1
+    nn = torch.nn
+    m = nn.Sequential(nn.Conv2d(3, 4, 3), NoGrad(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    assert _reaches_output(m, x, m[1]) is True and _reaches_output(m, x, m[0]) is False
