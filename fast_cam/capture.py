@@ -118,7 +118,7 @@ def _hardsigmoid(x, inplace=False): return F.relu6(x+3)/6  # the same function, 
 
 @contextmanager
 def _twice_differentiable():
-    "Attention by its math kernel and `hardsigmoid` as `relu6(x+3)/6`: torch cannot differentiate the backward of either"
+    "Attention by its math kernel, `hardsigmoid` as `relu6(x+3)/6`: torch cannot differentiate the backward of either"
     # (the fused attention kernels' backward, and `hardsigmoid_backward`: MobileNetV3's and GhostNet's squeeze-excite)
     from torch.nn.attention import sdpa_kernel, SDPBackend
     hs,F.hardsigmoid = F.hardsigmoid,_hardsigmoid
@@ -137,7 +137,7 @@ def capture(m, # A `Learner` or an `nn.Module`
             input_grad=False, # Also the plain gradients of the target scores with respect to `xb`
             hvp=False, # Also the Hessian-vector products H·a for each layer output a, in `Captured.hvps` (ShapleyCAM)
             batched=True, # For `target='all'`: the C backward passes in one vmapped call (else a loop)
-            unused='raise' # A layer of `layers` that does not run: 'raise' a `LayerError`, or 'drop' it (`Captured.layers`)
+            unused='raise' # A layer of `layers` that does not run: 'raise' a `LayerError`, or 'drop' it (see `.layers`)
            ):
     "One forward of `m` on `xb`: outputs of `layers`, the output, the target classes and the gradients asked for"
     m,layers = as_model(m),list(layers)

@@ -54,8 +54,8 @@ class FullGrad(CAMMethod):
             by_size = {}
             grads = [(l,g) for l,g in zip(c.layers, c.grads or []) if g.ndim==4 and len(g)==len(xb)]
             if len(grads)<len(c.layers):  # TNT's pixel embedding runs its conv on every patch: no per-item map
-                warnings.warn(f"FullGrad leaves out {len(c.layers)-len(grads)} biased layers whose outputs are not maps "
-                              f"[n, c, h, w] of the {len(xb)} items.")
+                warnings.warn(f"FullGrad leaves out {len(c.layers)-len(grads)} biased layers whose outputs are not "
+                              f"maps [n, c, h, w] of the {len(xb)} items.")
             for l,g in grads:
                 # the map of each channel, eq. 5; the layers of one resolution are summed before one upsampling
                 s = _psi_sum(g*effective_bias(l).to(g.dtype)[:,None,None])

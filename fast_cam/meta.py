@@ -69,12 +69,12 @@ def _stage_layers(m, xb, n, min_side):
     if norms and len({outs[o][0] for o in norms})==1: return norms[-n:]
     # the modules holding the network's whole state (a wrapper such as fastai's `TimmBody` opened)
     mods = layer_candidates(body, outs)
-    runs = [(k,o,sd) for k,o,sd in sorted(((outs[o][1],o,map_side(outs[o][0], hw)) for o in mods if outs[o][1] is not None),
-                                          key=lambda r: r[0]) if sd]
+    runs = sorted(((outs[o][1],o,map_side(outs[o][0], hw)) for o in mods if outs[o][1] is not None), key=lambda r: r[0])
+    runs = [r for r in runs if r[2]]
     ends = [(o,sd) for (k,o,sd),nxt in zip(runs, runs[1:]+[(None,None,-1)]) if sd!=nxt[2]]
     if not ends: raise LayerError("No stage of this model gives a spatial map: pass `layer=[...]` (see `arch_summary`).")
-    # a model whose blocks all keep one grid (MLP-Mixer, ConvMixer): the last `n` of its blocks, the children of the module
-    # that holds most of the modules on that grid
+    # a model whose blocks all keep one grid (MLP-Mixer, ConvMixer): the last `n` of its blocks, the children of the
+    # module that holds most of the modules on that grid
     if len(ends)==1:
         same = [o for k,o,sd in runs if sd==ends[0][1]]
         kids = max(([c for c in o.children() if c in same] for o in same), key=len)

@@ -33,10 +33,11 @@ class ViT:
         return g
     def attn(self, b): return b.attn if self.kind=='timm' else b.self_attention
     def logits(self, z, pool='mean', post=None):
-        "The class scores of the tokens `z` `[n,T,c]` of any block, by the model's own final norm and head (then `post`)"
+        "The class scores of the tokens `z` `[n,T,c]` of any block, by the model's final norm and head (then `post`)"
         # 'mean': of the mean token (LeGrad's code, torchcam); 'token': of the tokens the model pools (its class token)
         if pool=='mean': z = z.mean(1, keepdim=True).expand_as(z)
-        s = self.net.forward_head(self.net.norm(z)) if self.kind=='timm' else self.net.heads(self.net.encoder.ln(z)[:,0])
+        net = self.net
+        s = net.forward_head(net.norm(z)) if self.kind=='timm' else net.heads(net.encoder.ln(z)[:,0])
         return s if post is None else post(s)
 
 _not_vit_msg = ("{name} reads the attention of a vision transformer (a timm ViT/DeiT with `blocks` of `Attention`, "
@@ -57,7 +58,8 @@ def vit_parts(m, # An `nn.Module` (or `Learner`)
     net = token_net(m)
     if net is not None:
         # timm's `Attention` (and its kin: EVA, BEiT) switch to eager attention by `fused_attn`, read at `attn_drop`
-        blks = [b for b in getattr(net, 'blocks', []) if all(hasattr(getattr(b, 'attn', None), k) for k in ('fused_attn','attn_drop'))]
+        eager = lambda a: hasattr(a, 'fused_attn') and hasattr(a, 'attn_drop')
+        blks = [b for b in getattr(net, 'blocks', []) if eager(getattr(b, 'attn', None))]
         if blks: return ViT(m, net, 'timm', blks, int(getattr(net, 'num_prefix_tokens', 1)))
     tv = _tv_vit(m)
     if tv is not None:
@@ -143,18 +145,17 @@ def _block_scores(target, vocab, outs):
 
 _legrad_target_msg = ("LeGrad explains one class per item of a classifier's scores [n, classes]: "
                       "pass a class (or None for the predicted one), or a callable of the scores.")
-_legrad_head_msg = ("LeGrad reads each block's class scores through the model's own final norm and head: pass the timm or "
-                    "torchvision ViT itself, or a `Sequential` whose first part gives the ViT's output (fastai's "
+_legrad_head_msg = ("LeGrad reads each block's class scores through the model's own final norm and head: pass the timm "
+                    "or torchvision ViT itself, or a `Sequential` whose first part gives the ViT's output (fastai's "
                     "`vision_learner` body, then its head), not another model that wraps it.")
 
 def head_after(vit):
-    "The modules turning the ViT's output into the model's: `None` for the ViT itself, `m[1:]` for fastai's `vision_learner`"
+    "The modules turning the ViT's output into the model's: `None` for the ViT itself, `m[1:]` for `vision_learner`'s"
     m,net = vit.m,vit.net
     if net is m: return None
     # fastai's `TimmBody` runs the whole timm model (its head an identity) unless it pools the features itself
-    body = isinstance(m, nn.Sequential) and len(m)>1 and (m[0] is net or (isinstance(m[0], TimmBody) and m[0].model is net
-                                                                           and not m[0].needs_pool))
-    if body: return m[1:]
+    seq = isinstance(m, nn.Sequential) and len(m)>1
+    if seq and (m[0] is net or (isinstance(m[0], TimmBody) and m[0].model is net and not m[0].needs_pool)): return m[1:]
     raise LayerError(_legrad_head_msg)
 
 def _cut(mod, args):
