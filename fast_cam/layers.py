@@ -76,15 +76,14 @@ def map_side(shape, hw=None):
 
 
 # %% ../nbs/01a_layers.ipynb #49c3c206
-def _probe_grads(m, xb, mods):
-    "Gradients at `mods` of the sum of `m`'s first output, for one random item like `xb`'s: what reaches the output"
-    with probe_input(m, xb) as x:
-        return capture(m, x, mods, target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads
-
 def _patch_grads(m, xb, mods):
     "For each of `mods` (token outputs, extra tokens first), does the output depend on its patch tokens?"
-    try: gs = _probe_grads(m, xb, mods)
-    except CAMError: return [True]*len(mods)  # an output that is not a tensor, or no gradient at all: nothing to tell
+    # one capture of a random input
+    with probe_input(m, xb) as x:
+        try: gs = capture(m, x, mods, target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads
+        except CAMError:
+            # an output that is not a tensor, or no gradient at all: nothing to tell
+            return [True]*len(mods)
     return [bool(g[:, token_hw(g.shape[1], xb.shape[-2:])[0]:].any()) for g in gs]
 
 def _tokens_on_grid(m, s, hw):

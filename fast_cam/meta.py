@@ -11,7 +11,6 @@ from .core import *
 from .targets import *
 from .capture import *
 from .layers import *
-from .layers import _probe_grads
 from .methods import *
 from fastai.vision.all import *
 
@@ -45,11 +44,12 @@ def layer_maps(meth, # The base `CAMMethod`
 
 def _reaches_output(m, xb, l):
     "Does `m`'s output depend on the map of layer `l` (its patch tokens, for tokens)? (one capture of a random item)"
-    try: g = _probe_grads(m, xb, [l])[0]
-    except LayerError: return False  # it did not run, or the output does not depend on it
-    except (CAMError, RuntimeError): return True  # nothing to tell (VOLO: a layer computed outside autograd)
-    try: return bool(to_spatial(g, m, l, tuple(xb.shape[-2:])).any())
-    except CAMError: return True
+    with probe_input(m, xb) as x:
+        try: g = capture(m, x, [l], target=lambda o: first_tensor(o, 1).float().flatten(1).sum(1)).grads[0]
+        except LayerError: return False  # it did not run, or the output does not depend on it
+        except (CAMError, RuntimeError): return True  # nothing to tell (VOLO: a layer computed outside autograd)
+        try: return bool(to_spatial(g, m, l, tuple(xb.shape[-2:])).any())
+        except CAMError: return True
 
 _stage_cache = weakref.WeakKeyDictionary()
 def stage_layers(m, xb, n=3, min_side=MIN_SIDE):
